@@ -1,0 +1,105 @@
+use std::path::PathBuf;
+
+/// A problem with the user's spec file.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read spec file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: invalid YAML: {message}")]
+    Yaml {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: invalid package spec '{spec}': {message}")]
+    MatchSpec {
+        path: PathBuf,
+        spec: String,
+        message: String,
+    },
+    #[error("{path}: invalid channel '{channel}': {message}")]
+    Channel {
+        path: PathBuf,
+        channel: String,
+        message: String,
+    },
+    #[error(
+        "{path}: the 'pip:' section lists {count} package(s), but installing PyPI packages is not \
+         supported yet; remove the 'pip:' section (or install those packages from conda channels)"
+    )]
+    PipNotSupported { path: PathBuf, count: usize },
+}
+
+/// Everything that can go wrong between a spec and a staging root.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("invalid target: {0}")]
+    Target(String),
+    #[error("could not fetch repodata: {message}")]
+    Repodata { message: String },
+    #[error("cannot solve the environment for {platform}:\n{}", .problems.join("\n"))]
+    Unsolvable {
+        platform: String,
+        problems: Vec<String>,
+    },
+    #[error("solver failed: {0}")]
+    Solver(String),
+    #[error("could not download or extract {package} from {url}: {message}")]
+    Fetch {
+        package: String,
+        url: String,
+        message: String,
+    },
+    #[error(
+        "prefix '{prefix}' ({prefix_len} characters) is too long for {package}: its file '{file}' \
+         has a binary placeholder of {max_len} characters; choose a --prefix of at most {max_len} \
+         characters"
+    )]
+    PrefixTooLong {
+        prefix: String,
+        prefix_len: usize,
+        package: String,
+        file: String,
+        max_len: usize,
+    },
+    #[error("could not install the environment: {message}")]
+    Install { message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Every message in an error's source chain, joined: rattler nests the useful part deep.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut parts = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}

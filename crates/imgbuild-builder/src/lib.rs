@@ -1,0 +1,56 @@
+//! From an `environment.yml` to an installed conda environment in a staging root.
+//!
+//! The pipeline is a chain of plain values: [`EnvSpec`] (parsed spec) → [`solve::solve`]
+//! (repodata for the *target* platform and virtual packages, resolvo, strict channel priority)
+//! → `Vec<RepoDataRecord>` → [`install::install`] (sha256-checked downloads into a shared
+//! package cache, linked for the final prefix) → [`StagingRoot`]. Nothing here knows about
+//! layers or images; the staging root is an ordinary directory plus the records that made it.
+
+mod error;
+pub mod install;
+mod normalize;
+pub mod prefix;
+pub mod solve;
+pub mod spec;
+pub mod target;
+
+use std::path::PathBuf;
+
+use rattler_cache::package_cache::PackageCache;
+use reqwest_middleware::ClientWithMiddleware;
+
+pub use error::{BuildError, SpecError};
+pub use install::StagingRoot;
+pub use prefix::InstallPrefix;
+pub use spec::EnvSpec;
+pub use target::{Target, TargetPlatform};
+
+/// What every stage shares: the cache directory and the HTTP client.
+#[derive(Clone)]
+pub struct Context {
+    /// Root of the package cache (`pkgs/`), repodata cache (`repodata/`) and staging roots.
+    pub cache_dir: PathBuf,
+    pub client: ClientWithMiddleware,
+}
+
+impl Context {
+    /// A context with a plain HTTP client.
+    pub fn new(cache_dir: PathBuf) -> Result<Self, BuildError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| BuildError::Target(format!("cannot create HTTP client: {e}")))?;
+        Ok(Self {
+            cache_dir,
+            client: reqwest_middleware::ClientBuilder::new(client).build(),
+        })
+    }
+
+    pub(crate) fn repodata_cache_dir(&self) -> PathBuf {
+        self.cache_dir.join("repodata")
+    }
+
+    pub(crate) fn package_cache(&self) -> PackageCache {
+        PackageCache::new(self.cache_dir.join("pkgs"))
+    }
+}

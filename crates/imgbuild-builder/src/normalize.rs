@@ -1,0 +1,65 @@
+//! Removing the build host from a staging root.
+//!
+//! rattler writes, for its own use, things that must not reach an image: `CACHEDIR.TAG` at the
+//! prefix root, and in every `conda-meta/*.json` the host paths of the package cache
+//! (`extracted_package_dir`, `package_tarball_full_path`, `link.source`), in files of mode
+//! 0600. Left alone, a different `--cache-dir` would change the image digest and a non-root
+//! user in the image could not read the records.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::BuildError;
+
+/// Fields of a conda-meta record that describe the build host, not the environment.
+const HOST_FIELDS: &[&str] = &["extracted_package_dir", "package_tarball_full_path", "link"];
+
+pub(crate) fn normalize_staging_root(root: &Path) -> Result<(), BuildError> {
+    let tag = root.join("CACHEDIR.TAG");
+    if tag.exists() {
+        fs::remove_file(&tag).map_err(|e| BuildError::io(&tag, e))?;
+    }
+    let meta = root.join("conda-meta");
+    if !meta.is_dir() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(&meta).map_err(|e| BuildError::io(&meta, e))? {
+        let path = entry.map_err(|e| BuildError::io(&meta, e))?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let bytes = fs::read(&path).map_err(|e| BuildError::io(&path, e))?;
+            let mut value: Value =
+                serde_json::from_slice(&bytes).map_err(|e| BuildError::Install {
+                    message: format!("{}: unreadable record: {e}", path.display()),
+                })?;
+            if let Value::Object(map) = &mut value {
+                for field in HOST_FIELDS {
+                    map.shift_remove(*field);
+                }
+            }
+            let mut out = serde_json::to_vec_pretty(&value).expect("JSON value serializes");
+            out.push(b'\n');
+            replace_file(&path, &out)?;
+        } else if path.is_file() {
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+                .map_err(|e| BuildError::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a new file and renames it over `path`: the old one may be a hard link into the
+/// package cache, which must never be modified in place.
+fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| BuildError::io(dir, e))?;
+    temp.write_all(bytes).map_err(|e| BuildError::io(path, e))?;
+    fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o644))
+        .map_err(|e| BuildError::io(path, e))?;
+    temp.persist(path)
+        .map_err(|e| BuildError::io(path, e.error))?;
+    Ok(())
+}

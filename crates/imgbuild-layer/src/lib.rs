@@ -1,0 +1,52 @@
+//! Deterministic, content-addressed image layers from a staging root.
+//!
+//! Three steps, each its own module: [`ownership`] finds which conda package (or the
+//! environment itself) owns every file; [`plan`] groups owners into layers so that a layer's
+//! bytes depend only on the packages in it; [`write`] turns each planned layer into a
+//! compressed tar blob in a [`imgbuild_oci::BlobStore`], hashing the tar (diff_id) and the blob
+//! (digest) in the same pass.
+
+mod hashing;
+pub mod ownership;
+pub mod plan;
+pub mod write;
+
+use std::path::{Path, PathBuf};
+
+pub use ownership::{collect_owners, Owner, OwnerKind};
+pub use plan::{plan_layers, PlanOptions, PlannedLayer};
+pub use write::{write_layers, WriteOptions, WrittenLayer};
+
+/// Everything that can go wrong while cutting layers.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot read package record: {message}")]
+    Record { path: PathBuf, message: String },
+    #[error("cannot walk {root}: {message}")]
+    Walk { root: PathBuf, message: String },
+    #[error("unsafe path '{path}' ({context})")]
+    UnsafePath { path: PathBuf, context: String },
+    #[error("{path} is a {kind}; images can only hold files, directories and symlinks")]
+    Unsupported { path: PathBuf, kind: &'static str },
+    #[error(
+        "--max-layers {max_layers} is too small: the environment needs at least {needed} layers"
+    )]
+    Budget { max_layers: usize, needed: usize },
+    #[error(transparent)]
+    Oci(#[from] imgbuild_oci::OciError),
+}
+
+impl LayerError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

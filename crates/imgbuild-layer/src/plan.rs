@@ -1,0 +1,220 @@
+//! Cutting owners into layers.
+//!
+//! The rule that makes layers shareable between images: *a layer's bytes depend only on the
+//! owners in it*. So owners are never split across layers, and which layer a small package
+//! lands in depends only on its own name, not on what else is in the environment:
+//!
+//! * a conda package whose installed size is over `big_package_threshold` gets a layer of its
+//!   own (pytorch, cudatoolkit, mkl…), in name order;
+//! * the other packages go to one of `small_groups` buckets chosen by a stable hash of the
+//!   package name, so adding or upgrading one small package changes one bucket's digest;
+//! * the environment owner (`conda-meta/`, files no package claims) is last, as it changes with
+//!   every change to the environment.
+//!
+//! Example, threshold 32 MiB, 4 groups: `pytorch` (1.5 GiB) and `cudatoolkit` (900 MiB) get
+//! layers 1 and 2; `zlib`, `xz`, `python`, `numpy`… are spread over layers 3–6 by name hash;
+//! layer 7 holds `conda-meta/`.
+
+use std::path::PathBuf;
+
+use crate::ownership::{Owner, OwnerKind};
+use crate::LayerError;
+
+/// Knobs of the planner.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Packages installed larger than this (bytes) get their own layer.
+    pub big_package_threshold: u64,
+    /// How many buckets small packages are spread over.
+    pub small_groups: usize,
+    /// The most layers the environment may use.
+    pub max_layers: usize,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self {
+            big_package_threshold: 32 * 1024 * 1024,
+            small_groups: 4,
+            max_layers: 32,
+        }
+    }
+}
+
+/// One layer to write: the owners it holds and their paths.
+#[derive(Debug, Clone)]
+pub struct PlannedLayer {
+    /// Labels of the owners (`name-version-build`, or `environment`).
+    pub owners: Vec<String>,
+    /// Paths relative to the staging root.
+    pub paths: Vec<PathBuf>,
+    /// Bytes of regular files.
+    pub size: u64,
+}
+
+impl PlannedLayer {
+    /// The history line for this layer.
+    pub fn description(&self) -> String {
+        if self.owners == ["environment"] {
+            "imgbuild: environment (conda-meta and files no package owns)".to_string()
+        } else {
+            format!("imgbuild: conda packages {}", self.owners.join(" "))
+        }
+    }
+}
+
+/// Groups owners into layers as the module docs describe.
+pub fn plan_layers(
+    owners: &[Owner],
+    options: &PlanOptions,
+) -> Result<Vec<PlannedLayer>, LayerError> {
+    let groups = options.small_groups.max(1);
+    let mut conda: Vec<&Owner> = owners
+        .iter()
+        .filter(|o| matches!(o.kind, OwnerKind::Conda { .. }))
+        .collect();
+    conda.sort_by_key(|o| o.label());
+    let env: Vec<&Owner> = owners
+        .iter()
+        .filter(|o| matches!(o.kind, OwnerKind::Environment))
+        .collect();
+
+    let mut big: Vec<&Owner> = conda
+        .iter()
+        .copied()
+        .filter(|o| o.size > options.big_package_threshold)
+        .collect();
+    // Keep within budget: big layers + small buckets + the environment layer.
+    let budget = options.max_layers;
+    if budget < groups + 1 {
+        return Err(LayerError::Budget {
+            max_layers: budget,
+            needed: groups + 1,
+        });
+    }
+    if big.len() + groups + 1 > budget {
+        // The largest packages keep their own layers; the rest join the buckets.
+        big.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.label().cmp(&b.label())));
+        big.truncate(budget - groups - 1);
+        big.sort_by_key(|o| o.label());
+    }
+    let is_big = |o: &Owner| big.iter().any(|b| std::ptr::eq(*b, o));
+
+    let mut layers: Vec<PlannedLayer> = big.iter().map(|o| layer_of(&[*o])).collect();
+    let mut buckets: Vec<Vec<&Owner>> = vec![Vec::new(); groups];
+    for owner in conda.iter().copied().filter(|o| !is_big(o)) {
+        let name = owner.package_name().unwrap_or_default();
+        buckets[(stable_hash(name.as_bytes()) % groups as u64) as usize].push(owner);
+    }
+    layers.extend(
+        buckets
+            .iter()
+            .filter(|b| !b.is_empty())
+            .map(|b| layer_of(b)),
+    );
+    let env_layer = layer_of(&env);
+    if !env_layer.paths.is_empty() {
+        layers.push(env_layer);
+    }
+    Ok(layers)
+}
+
+fn layer_of(owners: &[&Owner]) -> PlannedLayer {
+    let mut paths: Vec<PathBuf> = owners
+        .iter()
+        .flat_map(|o| o.paths.iter().cloned())
+        .collect();
+    paths.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
+    PlannedLayer {
+        owners: owners.iter().map(|o| o.label()).collect(),
+        paths,
+        size: owners.iter().map(|o| o.size).sum(),
+    }
+}
+
+/// FNV-1a: fixed across Rust versions and machines, unlike `DefaultHasher`.
+fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(name: &str, size: u64) -> Owner {
+        Owner {
+            kind: OwnerKind::Conda {
+                name: name.into(),
+                version: "1".into(),
+                build: "0".into(),
+                sha256: None,
+            },
+            paths: vec![PathBuf::from(format!("lib/{name}"))],
+            size,
+        }
+    }
+
+    fn env() -> Owner {
+        Owner {
+            kind: OwnerKind::Environment,
+            paths: vec![PathBuf::from("conda-meta/history")],
+            size: 0,
+        }
+    }
+
+    #[test]
+    fn big_alone_small_by_name_env_last() {
+        let opts = PlanOptions::default();
+        let owners = vec![
+            pkg("pytorch", 100 << 20),
+            pkg("zlib", 10),
+            pkg("xz", 10),
+            env(),
+        ];
+        let layers = plan_layers(&owners, &opts).unwrap();
+        assert_eq!(layers[0].owners, vec!["pytorch-1-0"]);
+        assert_eq!(layers.last().unwrap().owners, vec!["environment"]);
+        let all: Vec<_> = layers.iter().flat_map(|l| l.owners.clone()).collect();
+        assert_eq!(all.len(), 4);
+    }
+
+    #[test]
+    fn adding_a_small_package_touches_one_bucket() {
+        let opts = PlanOptions::default();
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        let before: Vec<Owner> = names.iter().map(|n| pkg(n, 1)).collect();
+        let mut after = before.clone();
+        after.push(pkg("newpkg", 1));
+        let l1 = plan_layers(&before, &opts).unwrap();
+        let l2 = plan_layers(&after, &opts).unwrap();
+        let set1: std::collections::BTreeSet<_> = l1.iter().map(|l| l.owners.clone()).collect();
+        let set2: std::collections::BTreeSet<_> = l2.iter().map(|l| l.owners.clone()).collect();
+        assert_eq!(set2.difference(&set1).count(), 1);
+    }
+
+    #[test]
+    fn budget_is_enforced() {
+        let opts = PlanOptions {
+            max_layers: 6,
+            ..PlanOptions::default()
+        };
+        let owners: Vec<Owner> = (0..10)
+            .map(|i| pkg(&format!("big{i}"), (100 + i) << 20))
+            .collect();
+        let layers = plan_layers(&owners, &opts).unwrap();
+        assert!(layers.len() <= 6);
+        // The biggest one keeps its own layer.
+        assert!(layers.iter().any(|l| l.owners == ["big9-1-0"]));
+        let too_small = PlanOptions {
+            max_layers: 2,
+            ..PlanOptions::default()
+        };
+        assert!(plan_layers(&owners, &too_small).is_err());
+    }
+}

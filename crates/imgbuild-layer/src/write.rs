@@ -1,0 +1,301 @@
+//! Writing one planned layer: walk → tar → sha256 (diff_id) → compress → sha256 (digest) →
+//! temporary blob file → rename. One pass; the uncompressed tar never touches the disk.
+//!
+//! Entries are in byte order of their path, every header is built from scratch (mode
+//! normalized to 0755/0644, uid/gid 0, mtime from `SOURCE_DATE_EPOCH`, no user names, no
+//! xattrs), and every ancestor directory is present, so the bytes depend only on the files'
+//! contents, names and link targets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use flate2::GzBuilder;
+use imgbuild_oci::{BlobStore, Compression, LayerBlob};
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use crate::hashing::HashingWriter;
+use crate::plan::PlannedLayer;
+use crate::LayerError;
+
+/// How layers are written.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Where the staging root lives inside the image, e.g. `/opt/conda`.
+    pub prefix: String,
+    pub compression: Compression,
+    /// mtime of every entry (`SOURCE_DATE_EPOCH`).
+    pub mtime: u64,
+}
+
+/// A layer that is now in the blob store.
+#[derive(Debug, Clone)]
+pub struct WrittenLayer {
+    pub blob: LayerBlob,
+    /// Size of the uncompressed tar.
+    pub tar_size: u64,
+    /// Owners in this layer.
+    pub owners: Vec<String>,
+    /// Bytes not stored again because an identical file was already in the layer.
+    pub dedup_saved: u64,
+}
+
+/// Writes every planned layer into `store`, concurrently; results are in plan order.
+pub fn write_layers(
+    root: &Path,
+    layers: &[PlannedLayer],
+    options: &WriteOptions,
+    store: &BlobStore,
+) -> Result<Vec<WrittenLayer>, LayerError> {
+    layers
+        .par_iter()
+        .map(|layer| write_layer(root, layer, options, store))
+        .collect()
+}
+
+enum Source {
+    Dir,
+    File(PathBuf),
+}
+
+/// Writes one layer into `store`.
+pub fn write_layer(
+    root: &Path,
+    layer: &PlannedLayer,
+    options: &WriteOptions,
+    store: &BlobStore,
+) -> Result<WrittenLayer, LayerError> {
+    let prefix = image_relative(&options.prefix)?;
+    let mut entries: BTreeMap<Vec<u8>, Source> = BTreeMap::new();
+    for ancestor in prefix.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        entries.insert(bytes(ancestor).to_vec(), Source::Dir);
+    }
+    for rel in &layer.paths {
+        let in_image = prefix.join(rel);
+        for ancestor in in_image
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+        {
+            entries
+                .entry(bytes(ancestor).to_vec())
+                .or_insert(Source::Dir);
+        }
+        entries.insert(bytes(&in_image).to_vec(), Source::File(root.join(rel)));
+    }
+
+    let links = find_duplicates(&entries)?;
+    let temp = store.temp_file()?;
+    let blob_path = temp.path().to_path_buf();
+    let io_err = |e: io::Error| LayerError::io(&blob_path, e);
+    let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, temp.as_file()));
+    let encoder = Encoder::new(sink, options.compression).map_err(io_err)?;
+    let mut tar = tar::Builder::new(HashingWriter::new(encoder));
+    let mut dedup_saved = 0u64;
+    for (path_bytes, source) in &entries {
+        let path = Path::new(OsStr::from_bytes(path_bytes));
+        match source {
+            Source::Dir => {
+                let mut h = header(tar::EntryType::Directory, 0o755, options.mtime);
+                tar.append_data(&mut h, path, io::empty()).map_err(io_err)?;
+            }
+            Source::File(src) => {
+                let meta = src.symlink_metadata().map_err(|e| LayerError::io(src, e))?;
+                let ft = meta.file_type();
+                if ft.is_symlink() {
+                    let target = fs::read_link(src).map_err(|e| LayerError::io(src, e))?;
+                    let mut h = header(tar::EntryType::Symlink, 0o777, options.mtime);
+                    tar.append_link(&mut h, path, &target).map_err(io_err)?;
+                } else if ft.is_file() {
+                    if let Some(first) = links.get(path_bytes) {
+                        let mut h = header(tar::EntryType::Link, file_mode(&meta), options.mtime);
+                        tar.append_link(&mut h, path, Path::new(OsStr::from_bytes(first)))
+                            .map_err(io_err)?;
+                        dedup_saved += meta.len();
+                        continue;
+                    }
+                    let mut h = header(tar::EntryType::Regular, file_mode(&meta), options.mtime);
+                    h.set_size(meta.len());
+                    let file = File::open(src).map_err(|e| LayerError::io(src, e))?;
+                    // Guard against a file changing size under us: tar would write garbage.
+                    tar.append_data(&mut h, path, file.take(meta.len()))
+                        .map_err(|e| LayerError::io(src, e))?;
+                } else if ft.is_dir() {
+                    let mut h = header(tar::EntryType::Directory, 0o755, options.mtime);
+                    tar.append_data(&mut h, path, io::empty()).map_err(io_err)?;
+                } else {
+                    let kind = if ft.is_socket() {
+                        "socket"
+                    } else if ft.is_fifo() {
+                        "named pipe"
+                    } else {
+                        "device"
+                    };
+                    return Err(LayerError::Unsupported {
+                        path: src.clone(),
+                        kind,
+                    });
+                }
+            }
+        }
+    }
+    let hashed_tar = tar.into_inner().map_err(io_err)?;
+    let (encoder, diff_id, tar_size) = hashed_tar.finish();
+    let sink = encoder.finish().map_err(io_err)?;
+    let (mut buf, digest, size) = sink.finish();
+    buf.flush().map_err(io_err)?;
+    drop(buf);
+    store.commit(temp, &digest)?;
+    Ok(WrittenLayer {
+        blob: LayerBlob {
+            digest,
+            diff_id,
+            size,
+            compression: options.compression,
+            created_by: layer.description(),
+        },
+        tar_size,
+        owners: layer.owners.clone(),
+        dedup_saved,
+    })
+}
+
+/// Regular files whose content equals an earlier (in path order) file's: path → first path.
+/// Only files that share a size with another are read, so unique files cost nothing.
+fn find_duplicates(
+    entries: &BTreeMap<Vec<u8>, Source>,
+) -> Result<HashMap<Vec<u8>, Vec<u8>>, LayerError> {
+    let mut by_size: HashMap<u64, Vec<&Vec<u8>>> = HashMap::new();
+    for (path, source) in entries {
+        if let Source::File(src) = source {
+            let meta = src.symlink_metadata().map_err(|e| LayerError::io(src, e))?;
+            if meta.file_type().is_file() && meta.len() > 0 {
+                by_size.entry(meta.len()).or_default().push(path);
+            }
+        }
+    }
+    let mut links = HashMap::new();
+    for candidates in by_size.into_values().filter(|c| c.len() > 1) {
+        let mut first_by_content: HashMap<([u8; 32], u32), &Vec<u8>> = HashMap::new();
+        for path in candidates {
+            let Some(Source::File(src)) = entries.get(path) else {
+                continue;
+            };
+            let meta = src.symlink_metadata().map_err(|e| LayerError::io(src, e))?;
+            let key = (hash_file(src)?, file_mode(&meta));
+            match first_by_content.get(&key) {
+                Some(first) => {
+                    links.insert(path.clone(), (*first).clone());
+                }
+                None => {
+                    first_by_content.insert(key, path);
+                }
+            }
+        }
+    }
+    Ok(links)
+}
+
+fn hash_file(path: &Path) -> Result<[u8; 32], LayerError> {
+    let mut file = File::open(path).map_err(|e| LayerError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher).map_err(|e| LayerError::io(path, e))?;
+    Ok(hasher.finalize().into())
+}
+
+fn header(kind: tar::EntryType, mode: u32, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(mtime);
+    h.set_size(0);
+    h
+}
+
+/// Executable files become 0755, everything else 0644: the host's umask never shows.
+fn file_mode(meta: &fs::Metadata) -> u32 {
+    if meta.permissions().mode() & 0o111 != 0 {
+        0o755
+    } else {
+        0o644
+    }
+}
+
+fn bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+/// `/opt/conda` → `opt/conda`; refuses relative prefixes and `..`.
+fn image_relative(prefix: &str) -> Result<PathBuf, LayerError> {
+    use std::path::Component;
+    let p = Path::new(prefix);
+    let ok = p.is_absolute()
+        && p.components()
+            .skip(1)
+            .all(|c| matches!(c, Component::Normal(_)))
+        && p.components().count() > 1;
+    if !ok {
+        return Err(LayerError::UnsafePath {
+            path: p.to_path_buf(),
+            context: "the prefix must be an absolute path below / without '..'".into(),
+        });
+    }
+    Ok(p.components().skip(1).collect())
+}
+
+enum Encoder<W: Write> {
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(inner: W, compression: Compression) -> io::Result<Self> {
+        Ok(match compression {
+            // mtime 0 and a fixed OS byte: the gzip header carries no host state.
+            Compression::Gzip => Encoder::Gzip(
+                GzBuilder::new()
+                    .mtime(0)
+                    .operating_system(255)
+                    .write(inner, flate2::Compression::new(6)),
+            ),
+            Compression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(inner, 3)?;
+                // zstd's output is the same for any worker count >= 1, so this uses every
+                // core without making the bytes depend on the machine.
+                let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+                enc.multithread(workers.max(1))?;
+                Encoder::Zstd(enc)
+            }
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}

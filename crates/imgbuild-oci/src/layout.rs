@@ -1,0 +1,373 @@
+//! OCI image layouts on disk: reading a base image from one, writing the built image into one.
+//!
+//! A layout directory is only ever seen complete: a new layout is assembled in a sibling
+//! temporary directory and renamed into place; adding to an existing layout copies blobs first
+//! (content-addressed, so harmless if interrupted) and replaces `index.json` last, atomically.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{
+    Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType,
+    PlatformBuilder, ANNOTATION_REF_NAME,
+};
+
+use crate::canonical::to_canonical_json;
+use crate::image::{BuiltImage, ImagePlatform};
+use crate::{BlobStore, Digest, OciError};
+
+/// The `oci-layout` file every layout carries.
+pub const OCI_LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// An image read from a layout, to build on top of.
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    pub config: ImageConfiguration,
+    pub layers: Vec<Descriptor>,
+    pub manifest_digest: Digest,
+    source: BlobStore,
+}
+
+impl BaseImage {
+    /// Reads the image tagged `tag` (or the only image, when `tag` is `None`) from the layout at
+    /// `dir`, resolving an image index to the manifest for `platform`.
+    pub fn from_layout(
+        dir: &Path,
+        tag: Option<&str>,
+        platform: &ImagePlatform,
+    ) -> Result<Self, OciError> {
+        let source = BlobStore::new(dir);
+        let index = read_index(dir)?;
+        let err = |message: String| OciError::Base {
+            layout: dir.to_path_buf(),
+            message,
+        };
+        let tags: Vec<String> = index
+            .manifests()
+            .iter()
+            .filter_map(|d| ref_name(d).map(str::to_string))
+            .collect();
+        let desc = match tag {
+            Some(tag) => index
+                .manifests()
+                .iter()
+                .find(|d| ref_name(d) == Some(tag))
+                .ok_or_else(|| OciError::TagNotFound {
+                    layout: dir.to_path_buf(),
+                    tag: tag.to_string(),
+                    available: if tags.is_empty() {
+                        "none".into()
+                    } else {
+                        tags.join(", ")
+                    },
+                })?,
+            None => match index.manifests().as_slice() {
+                [only] => only,
+                [] => return Err(err("the layout holds no image".into())),
+                _ => {
+                    return Err(err(format!(
+                        "the layout holds several images; name one with oci:DIR:TAG (tags: {})",
+                        tags.join(", ")
+                    )))
+                }
+            },
+        };
+        let manifest_desc = resolve_platform(&source, desc, platform, dir)?;
+        let manifest_digest = checked_digest(&manifest_desc, dir)?;
+        let manifest: ImageManifest =
+            parse(&source.read(&manifest_digest)?, dir, "image manifest")?;
+        let config_digest = checked_digest(manifest.config(), dir)?;
+        let config: ImageConfiguration = parse(&source.read(&config_digest)?, dir, "image config")?;
+        if config.os().to_string() != platform.os
+            || config.architecture().to_string() != platform.architecture
+        {
+            return Err(err(format!(
+                "base image is {}/{}, but the target platform is {}/{}",
+                config.os(),
+                config.architecture(),
+                platform.os,
+                platform.architecture
+            )));
+        }
+        if config.rootfs().diff_ids().len() != manifest.layers().len() {
+            return Err(err(format!(
+                "config lists {} diff_ids for {} layers",
+                config.rootfs().diff_ids().len(),
+                manifest.layers().len()
+            )));
+        }
+        for layer in manifest.layers() {
+            checked_digest(layer, dir)?;
+            let mt = layer.media_type().to_string();
+            if !(mt.contains("tar") || mt.contains("layer")) {
+                return Err(err(format!(
+                    "layer {} has unsupported media type {mt}",
+                    layer.digest()
+                )));
+            }
+        }
+        Ok(Self {
+            config,
+            layers: manifest.layers().clone(),
+            manifest_digest,
+            source,
+        })
+    }
+
+    /// Copies (or hard-links) the base layers into `store`, checking each digest.
+    pub fn import_into(&self, store: &BlobStore) -> Result<(), OciError> {
+        for layer in &self.layers {
+            store.import(
+                &self.source,
+                &checked_digest(layer, self.source.root())?,
+                true,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_REF_NAME))
+        .map(String::as_str)
+}
+
+fn checked_digest(d: &Descriptor, dir: &Path) -> Result<Digest, OciError> {
+    d.digest()
+        .to_string()
+        .parse()
+        .map_err(|e: crate::digest::ParseDigestError| OciError::Invalid {
+            path: dir.to_path_buf(),
+            what: "descriptor",
+            message: e.to_string(),
+        })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    dir: &Path,
+    what: &'static str,
+) -> Result<T, OciError> {
+    serde_json::from_slice(bytes).map_err(|e| OciError::Invalid {
+        path: dir.to_path_buf(),
+        what,
+        message: e.to_string(),
+    })
+}
+
+fn read_index(dir: &Path) -> Result<ImageIndex, OciError> {
+    let path = dir.join("index.json");
+    let bytes = fs::read(&path).map_err(|e| OciError::io(&path, e))?;
+    parse(&bytes, dir, "index.json")
+}
+
+fn resolve_platform(
+    store: &BlobStore,
+    desc: &Descriptor,
+    platform: &ImagePlatform,
+    dir: &Path,
+) -> Result<Descriptor, OciError> {
+    let mt = desc.media_type();
+    let is_index = matches!(mt, MediaType::ImageIndex)
+        || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json";
+    if !is_index {
+        return Ok(desc.clone());
+    }
+    let nested: ImageIndex = parse(
+        &store.read(&checked_digest(desc, dir)?)?,
+        dir,
+        "image index",
+    )?;
+    nested
+        .manifests()
+        .iter()
+        .find(|m| {
+            m.platform().as_ref().is_some_and(|p| {
+                p.os().to_string() == platform.os
+                    && p.architecture().to_string() == platform.architecture
+            })
+        })
+        .cloned()
+        .ok_or_else(|| OciError::Base {
+            layout: dir.to_path_buf(),
+            message: format!(
+                "the image index has no manifest for {}/{}",
+                platform.os, platform.architecture
+            ),
+        })
+}
+
+/// The index.json entries for `image` under each tag (one untagged entry when there are none).
+fn index_entries(image: &BuiltImage, tags: &[String]) -> Result<Vec<Descriptor>, OciError> {
+    let mut platform = PlatformBuilder::default()
+        .os(image.platform.os.as_str())
+        .architecture(image.platform.architecture.as_str());
+    if let Some(v) = &image.platform.variant {
+        platform = platform.variant(v.clone());
+    }
+    let platform = platform.build().map_err(|e| OciError::Invalid {
+        path: PathBuf::new(),
+        what: "platform",
+        message: e.to_string(),
+    })?;
+    let mut base = image.manifest.clone();
+    base.set_platform(Some(platform));
+    if tags.is_empty() {
+        return Ok(vec![base]);
+    }
+    Ok(tags
+        .iter()
+        .map(|tag| {
+            let mut d = base.clone();
+            d.set_annotations(Some(HashMap::from([(
+                ANNOTATION_REF_NAME.to_string(),
+                tag.clone(),
+            )])));
+            d
+        })
+        .collect())
+}
+
+fn index_bytes(manifests: Vec<Descriptor>) -> Result<Vec<u8>, OciError> {
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .map_err(|e| OciError::Invalid {
+            path: PathBuf::new(),
+            what: "index",
+            message: e.to_string(),
+        })?;
+    to_canonical_json(&index).map_err(OciError::json("index.json"))
+}
+
+/// The bytes of the index.json for a layout that holds only `image`.
+pub fn single_image_index(image: &BuiltImage, tags: &[String]) -> Result<Vec<u8>, OciError> {
+    index_bytes(index_entries(image, tags)?)
+}
+
+/// What is at an output path today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputDir {
+    Missing,
+    Empty,
+    Layout,
+}
+
+/// Tells whether `dir` can take an image, before any work is done: a missing or empty
+/// directory, or an existing layout. Anything else (a file, a directory of other things) is
+/// refused, so a typo never scatters blobs into someone's home directory.
+pub fn check_output_dir(dir: &Path) -> Result<OutputDir, OciError> {
+    if !dir.exists() {
+        return Ok(OutputDir::Missing);
+    }
+    if !dir.is_dir() {
+        return Err(OciError::NotALayout(dir.to_path_buf()));
+    }
+    let empty = fs::read_dir(dir)
+        .map_err(|e| OciError::io(dir, e))?
+        .next()
+        .is_none();
+    if empty {
+        Ok(OutputDir::Empty)
+    } else if dir.join("oci-layout").is_file() && dir.join("index.json").is_file() {
+        Ok(OutputDir::Layout)
+    } else {
+        Err(OciError::NotALayout(dir.to_path_buf()))
+    }
+}
+
+/// Writes `image` (whose blobs are in `store`) into the layout at `dir` under `tags`.
+///
+/// A missing or empty `dir` becomes a new layout; an existing layout gets the image added, and
+/// any entry already carrying one of `tags` is replaced. Anything else is refused.
+pub fn write_layout(
+    dir: &Path,
+    store: &BlobStore,
+    image: &BuiltImage,
+    tags: &[String],
+) -> Result<(), OciError> {
+    let existing = check_output_dir(dir)?;
+    let is_empty_dir = existing == OutputDir::Empty;
+    if existing == OutputDir::Layout {
+        let target = BlobStore::new(dir);
+        for blob in image.blobs.iter().chain([&image.manifest_digest]) {
+            target.import(store, blob, false)?;
+        }
+        let mut index = read_index(dir)?;
+        let ours = index_entries(image, tags)?;
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| match ref_name(d) {
+                Some(name) => !tags.iter().any(|t| t == name),
+                None => !(tags.is_empty() && d.digest() == image.manifest.digest()),
+            })
+            .cloned()
+            .collect();
+        manifests.extend(ours);
+        index.set_manifests(manifests);
+        let bytes = to_canonical_json(&index).map_err(OciError::json("index.json"))?;
+        return write_atomically(&dir.join("index.json"), &bytes);
+    }
+
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(|e| OciError::io(&parent, e))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".imgbuild-layout-")
+        .tempdir_in(&parent)
+        .map_err(|e| OciError::io(&parent, e))?;
+    let target = BlobStore::new(staging.path());
+    for blob in image.blobs.iter().chain([&image.manifest_digest]) {
+        target.import(store, blob, false)?;
+    }
+    write_file(&staging.path().join("oci-layout"), OCI_LAYOUT_FILE)?;
+    write_file(
+        &staging.path().join("index.json"),
+        &single_image_index(image, tags)?,
+    )?;
+    // Make the directory world-readable like any other output (tempdir creates it 0700).
+    set_mode(staging.path(), 0o755)?;
+    let staging = staging.keep();
+    if is_empty_dir {
+        fs::remove_dir(dir).map_err(|e| OciError::io(dir, e))?;
+    }
+    fs::rename(&staging, dir).map_err(|e| {
+        let _ = fs::remove_dir_all(&staging);
+        OciError::io(dir, e)
+    })
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), OciError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| OciError::io(path, e))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
+    fs::write(path, bytes).map_err(|e| OciError::io(path, e))
+}
+
+/// Replaces `path` with `bytes` so that readers see the old or the new file, never a mix.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| OciError::io(dir, e))?;
+    temp.write_all(bytes).map_err(|e| OciError::io(path, e))?;
+    temp.as_file()
+        .sync_all()
+        .map_err(|e| OciError::io(path, e))?;
+    set_mode(temp.path(), 0o644)?;
+    temp.persist(path)
+        .map_err(|e| OciError::io(path, e.error))?;
+    Ok(())
+}

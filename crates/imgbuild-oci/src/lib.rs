@@ -1,0 +1,25 @@
+//! OCI images for imgbuild: image config, manifest and index; OCI image layouts and archives.
+//!
+//! The model: every blob (layer, config, manifest) lives in a content-addressed
+//! [`BlobStore`]. [`image::assemble`] turns layer blobs (plus an optional [`BaseImage`]) into a
+//! config and a manifest in that store; [`layout::write_layout`] and
+//! [`archive::write_archive`] then publish the image by linking or copying blobs out of it.
+//! Every JSON document is written in canonical form (sorted keys, no whitespace), so the same
+//! content always has the same digest.
+
+pub mod archive;
+pub mod blob_store;
+mod canonical;
+pub mod digest;
+mod error;
+pub mod image;
+pub mod layout;
+mod time;
+
+pub use blob_store::BlobStore;
+pub use canonical::to_canonical_json;
+pub use digest::Digest;
+pub use error::OciError;
+pub use image::{BuiltImage, Compression, ImagePlatform, LayerBlob, RuntimeConfig};
+pub use layout::BaseImage;
+pub use time::rfc3339_utc;

@@ -1,0 +1,121 @@
+//! Command-line arguments. Names here are a contract with users, docs and other tools.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imgbuild",
+    version,
+    about = "Build minimal, reproducible OCI images from conda environment.yml files, without a daemon",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Bare flags mean `build`.
+    #[command(flatten)]
+    pub build: BuildArgs,
+
+    /// Only print errors and the final summary.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+
+    /// Print debug logs (repeat for more).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from an environment.yml.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompressionArg {
+    Gzip,
+    Zstd,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    /// environment.yml to build (name, channels, dependencies).
+    #[arg(long, value_name = "FILE", required = true)]
+    pub spec: Option<PathBuf>,
+
+    /// Target platform: linux/amd64, linux/arm64 (or conda subdirs linux-64, linux-aarch64).
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+
+    /// Where the environment lives inside the image.
+    #[arg(long, default_value = "/opt/conda")]
+    pub prefix: String,
+
+    /// Base image: `scratch`, or `oci:DIR[:TAG]` (an OCI image layout on disk).
+    #[arg(long, default_value = "scratch", value_name = "REF")]
+    pub base: String,
+
+    /// Write an OCI image layout to this directory (new, empty, or an existing layout).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+
+    /// Write an OCI archive (a tar of the layout) that `podman load` accepts.
+    #[arg(long, value_name = "FILE")]
+    pub archive: Option<PathBuf>,
+
+    /// Name the image NAME[:TAG]; recorded verbatim as org.opencontainers.image.ref.name. Repeatable.
+    #[arg(long = "tag", short = 't', value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+
+    /// CUDA version of the target (sets the __cuda virtual package), e.g. 11.8.
+    #[arg(long, value_name = "VER")]
+    pub cuda: Option<String>,
+
+    /// glibc version of the target (the __glibc virtual package); default 2.28.
+    #[arg(long, value_name = "VER")]
+    pub glibc: Option<String>,
+
+    /// Package and repodata cache; two builds may share it.
+    #[arg(long, value_name = "DIR", env = "IMGBUILD_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Entrypoint: a JSON array (`["python","-m","app"]`) or a single program path.
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+
+    /// Default arguments: a JSON array, or a string split on whitespace.
+    #[arg(long, value_name = "CMD")]
+    pub cmd: Option<String>,
+
+    /// Environment variable for the image, KEY=VALUE. Repeatable.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Working directory of the image.
+    #[arg(long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// User the image runs as (name, uid or uid:gid).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Image label, KEY=VALUE. Repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+
+    /// Layer compression.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: CompressionArg,
+
+    /// Packages installed larger than this get a layer of their own (e.g. 32MiB, 500KiB, 1000000).
+    #[arg(long, default_value = "32MiB", value_name = "SIZE")]
+    pub big_package_threshold: String,
+
+    /// Most layers the environment may use (the base image's come on top).
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub max_layers: usize,
+}

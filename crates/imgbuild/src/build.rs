@@ -1,0 +1,277 @@
+//! `imgbuild build`: calls the stages in order. Every decision lives in the library crates.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use imgbuild_builder::{install, solve, Context, EnvSpec, InstallPrefix, Target, TargetPlatform};
+use imgbuild_layer::{collect_owners, plan_layers, write_layers, PlanOptions, WriteOptions};
+use imgbuild_oci::{
+    archive, image, layout, BaseImage, BlobStore, Compression, ImagePlatform, RuntimeConfig,
+};
+
+use crate::args::{BuildArgs, CompressionArg};
+
+/// The base image a build starts from.
+enum Base {
+    Scratch,
+    Layout { dir: PathBuf, tag: Option<String> },
+}
+
+fn parse_base(s: &str) -> Result<Base> {
+    if s == "scratch" {
+        return Ok(Base::Scratch);
+    }
+    if let Some(rest) = s.strip_prefix("oci:") {
+        // Like skopeo: the path ends at the first ':' (a layout path cannot contain one), so
+        // tags such as `llm-env:cu118` survive whole.
+        let (dir, tag) = match rest.split_once(':') {
+            Some((d, t)) if !t.is_empty() => (d, Some(t.to_string())),
+            _ => (rest.trim_end_matches(':'), None),
+        };
+        return Ok(Base::Layout {
+            dir: PathBuf::from(dir),
+            tag,
+        });
+    }
+    bail!(
+        "unsupported --base '{s}': use 'scratch' or 'oci:DIR[:TAG]' (an OCI image layout on disk); \
+         registry references are not supported yet"
+    )
+}
+
+pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
+    let started = Instant::now();
+    let spec_path = args.spec.clone().context("missing --spec FILE")?;
+    if args.output.is_none() && args.archive.is_none() {
+        bail!("nothing to write: give --output DIR (an OCI image layout) and/or --archive FILE (an OCI archive)");
+    }
+    if let Some(out) = &args.output {
+        layout::check_output_dir(out)?;
+    }
+    let spec = EnvSpec::from_path(&spec_path)?;
+    spec.ensure_no_pip()?;
+    let platform: TargetPlatform = args.platform.parse()?;
+    let target = Target::new(platform, args.glibc.as_deref(), args.cuda.as_deref())?;
+    let prefix = InstallPrefix::parse(&args.prefix)?;
+    let image_platform = ImagePlatform {
+        os: platform.oci_os().to_string(),
+        architecture: platform.oci_architecture().to_string(),
+        variant: platform.oci_variant().map(str::to_string),
+    };
+    let base = match parse_base(&args.base)? {
+        Base::Scratch => None,
+        Base::Layout { dir, tag } => Some(
+            BaseImage::from_layout(&dir, tag.as_deref(), &image_platform)
+                .with_context(|| format!("cannot use --base {}", args.base))?,
+        ),
+    };
+    let runtime = runtime_config(&args)?;
+    let plan_options = PlanOptions {
+        big_package_threshold: parse_size(&args.big_package_threshold)?,
+        max_layers: args.max_layers,
+        ..PlanOptions::default()
+    };
+    let mtime = source_date_epoch()?;
+    let cache_dir = match &args.cache_dir {
+        Some(dir) => dir.clone(),
+        None => dirs::cache_dir()
+            .context("cannot determine a cache directory; pass --cache-dir")?
+            .join("imgbuild"),
+    };
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
+    let cache_dir = std::fs::canonicalize(&cache_dir)?;
+    let ctx = Context::new(cache_dir.clone())?;
+
+    let t = Instant::now();
+    let records = solve::solve(&ctx, &spec, &target).await?;
+    tracing::info!("solved {} packages in {:.1?}", records.len(), t.elapsed());
+    if base.is_none() {
+        let needy = solve::packages_needing_glibc(&records);
+        if !needy.is_empty() {
+            tracing::warn!(
+                "base is 'scratch' but {} need glibc ({}); the image will not run without a glibc base (--base oci:DIR[:TAG])",
+                if needy.len() == 1 { "this package needs" } else { "these packages" },
+                needy.join(", ")
+            );
+        }
+    }
+
+    let t = Instant::now();
+    let staging = install::install(&ctx, &records, &prefix, platform, &spec.dependencies).await?;
+    tracing::info!("installed into staging root in {:.1?}", t.elapsed());
+
+    let t = Instant::now();
+    let store = BlobStore::new(&cache_dir);
+    let owners = collect_owners(staging.path())?;
+    let plan = plan_layers(&owners, &plan_options)?;
+    let write_options = WriteOptions {
+        prefix: prefix.to_string(),
+        compression: match args.compression {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+        },
+        mtime,
+    };
+    let root = staging.path().to_path_buf();
+    let store_for_layers = store.clone();
+    let layers = tokio::task::spawn_blocking(move || {
+        write_layers(&root, &plan, &write_options, &store_for_layers)
+    })
+    .await??;
+    tracing::info!("wrote {} layers in {:.1?}", layers.len(), t.elapsed());
+
+    if let Some(base) = &base {
+        base.import_into(&store)?;
+    }
+    let mut runtime = runtime;
+    runtime.path_prepend = staging.path_entries();
+    let mut env: Vec<(String, String)> = vec![("LANG".into(), "C.UTF-8".into())];
+    env.extend(staging.activation_env());
+    env.extend(std::mem::take(&mut runtime.env));
+    runtime.env = env;
+    let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();
+    let built = image::assemble(
+        &store,
+        base.as_ref(),
+        &blobs,
+        &runtime,
+        &image_platform,
+        mtime as i64,
+    )?;
+
+    if let Some(out) = &args.output {
+        layout::write_layout(out, &store, &built, &args.tags)?;
+    }
+    if let Some(path) = &args.archive {
+        archive::write_archive(path, &store, &built, &args.tags)?;
+    }
+    drop(staging);
+
+    let compressed: u64 = layers.iter().map(|l| l.blob.size).sum();
+    let saved: u64 = layers.iter().map(|l| l.dedup_saved).sum();
+    if !quiet {
+        for (i, l) in layers.iter().enumerate() {
+            eprintln!(
+                "  layer {:>2}  {}  {:>10}  {}",
+                i + 1,
+                &l.blob.digest.to_string()[..19],
+                human(l.blob.size),
+                l.owners.join(" ")
+            );
+        }
+    }
+    println!("digest: {}", built.manifest_digest);
+    eprintln!(
+        "built {} packages into {} layers ({} compressed{}) in {:.1?}{}{}",
+        records.len(),
+        layers.len(),
+        human(compressed),
+        if saved > 0 {
+            format!(", {} deduplicated", human(saved))
+        } else {
+            String::new()
+        },
+        started.elapsed(),
+        args.output
+            .as_ref()
+            .map(|o| format!("; layout {}", o.display()))
+            .unwrap_or_default(),
+        args.archive
+            .as_ref()
+            .map(|a| format!("; archive {}", a.display()))
+            .unwrap_or_default(),
+    );
+    Ok(())
+}
+
+fn runtime_config(args: &BuildArgs) -> Result<RuntimeConfig> {
+    let labels: BTreeMap<String, String> = args
+        .labels
+        .iter()
+        .map(|kv| key_value(kv, "--label"))
+        .collect::<Result<_>>()?;
+    Ok(RuntimeConfig {
+        path_prepend: Vec::new(),
+        env: args
+            .env
+            .iter()
+            .map(|kv| key_value(kv, "--env"))
+            .collect::<Result<_>>()?,
+        entrypoint: args
+            .entrypoint
+            .as_deref()
+            .map(|s| command(s, "--entrypoint", false))
+            .transpose()?,
+        cmd: args
+            .cmd
+            .as_deref()
+            .map(|s| command(s, "--cmd", true))
+            .transpose()?,
+        working_dir: args.workdir.clone(),
+        user: args.user.clone(),
+        labels,
+    })
+}
+
+fn key_value(s: &str, flag: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => bail!("{flag} '{s}': expected KEY=VALUE"),
+    }
+}
+
+fn command(s: &str, flag: &str, split: bool) -> Result<Vec<String>> {
+    if s.trim_start().starts_with('[') {
+        return serde_json::from_str(s)
+            .with_context(|| format!("{flag} '{s}': not a JSON array of strings"));
+    }
+    Ok(if split {
+        s.split_whitespace().map(str::to_string).collect()
+    } else {
+        vec![s.to_string()]
+    })
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|n| (n, *m)))
+    .unwrap_or((s, 1));
+    let n: u64 = num.trim().parse().with_context(|| {
+        format!("invalid size '{s}': use bytes or a number with KiB, MiB or GiB")
+    })?;
+    Ok(n * mult)
+}
+
+fn source_date_epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH='{v}' is not a number of seconds")),
+        _ => Ok(0),
+    }
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}

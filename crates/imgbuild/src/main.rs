@@ -1,0 +1,56 @@
+//! The `imgbuild` command: parses arguments, runs the stages, renders errors.
+
+mod args;
+mod build;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "info,imgbuild=debug",
+        (false, _) => "debug",
+    };
+    // rattler logs routine retries and cache misses at info/warn; keep its noise down unless asked.
+    let filter = EnvFilter::try_from_env("IMGBUILD_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{level},rattler=warn,rattler_repodata_gateway=warn,rattler_cache=warn"
+        ))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args = match cli.command {
+        Some(Command::Build(args)) => args,
+        None => cli.build,
+    };
+    match runtime.block_on(build::run(args, cli.quiet)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! Builds that succeed: what lands in the image, and that it runs.
+
+use std::path::Path;
+
+use crate::common::*;
+
+const VALIDATE: &str = "../../../shared/tools/validate-image.sh";
+
+fn validate_script() -> std::path::PathBuf {
+    // The test binary runs with the crate dir as cwd; shared/ sits beside the repository.
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(VALIDATE);
+    assert!(
+        p.exists(),
+        "{} not found: shared/ must sit beside the repository",
+        p.display()
+    );
+    p
+}
+
+/// Build the standard fixture env once into `out`, returning the CLI output.
+fn build_fixture(ctx: &TestContext, out: &Path, extra: &[&str]) -> std::process::Output {
+    let spec = ctx.spec(&["whereami", "binlib", "hello-py", "bigdata"]);
+    let mut args = vec![
+        "build",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--tag",
+        "fixture:v1",
+        "--big-package-threshold",
+        "1MiB",
+    ];
+    args.extend_from_slice(extra);
+    ctx.imgbuild(&args)
+}
+
+#[test]
+fn build_produces_a_valid_image_that_runs_under_podman() {
+    let ctx = TestContext::new();
+    let out = ctx.path("img");
+    let res = build_fixture(
+        &ctx,
+        &out,
+        &["--archive", ctx.path("img.tar").to_str().unwrap()],
+    );
+    assert_ok(&res);
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(stdout.starts_with("digest: sha256:"), "{stdout}");
+
+    // Third-party readers agree, and busybox from the env runs.
+    let report = sh(&format!(
+        "{} {}:fixture:v1 -- /opt/conda/bin/busybox echo ok 2>&1",
+        validate_script().display(),
+        out.display()
+    ));
+    assert!(report.contains("0 failed"), "{report}");
+    assert!(
+        report.contains("podman run /opt/conda/bin/busybox echo ok -> ok"),
+        "{report}"
+    );
+
+    // The text placeholder was replaced: the script prints the final prefix, under podman.
+    let name = format!("localhost/imgbuild-it-{}:latest", std::process::id());
+    sh(&format!(
+        "skopeo copy oci:{}:fixture:v1 containers-storage:{name}",
+        out.display()
+    ));
+    let printed = sh(&format!(
+        "podman --runtime runc run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 {name} /opt/conda/bin/whereami"
+    ));
+    let _ = std::process::Command::new("podman")
+        .args(["rmi", "-f", &name])
+        .output();
+    assert_eq!(printed.trim(), "prefix=/opt/conda");
+
+    // The archive loads into podman.
+    let loaded = sh(&format!(
+        "podman load -i {} 2>&1",
+        ctx.path("img.tar").display()
+    ));
+    assert!(loaded.contains("Loaded image"), "{loaded}");
+    let id = loaded
+        .lines()
+        .last()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let _ = std::process::Command::new("podman")
+        .args(["rmi", "-f", &id])
+        .output();
+}
+
+#[test]
+fn image_contents_are_relocated_normalized_and_layered() {
+    let ctx = TestContext::new();
+    let out = ctx.path("img");
+    assert_ok(&build_fixture(&ctx, &out, &["--compression", "zstd"]));
+    let entries = layer_entries(&out);
+    let find = |p: &str| {
+        entries
+            .iter()
+            .find(|e| e.path.trim_end_matches('/') == p)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{p} not in image; have {:?}",
+                    entries.iter().map(|e| &e.path).collect::<Vec<_>>()
+                )
+            })
+    };
+
+    // Text placeholder and shebang rewritten for the final prefix.
+    let script = String::from_utf8(find("opt/conda/bin/whereami").data.clone()).unwrap();
+    assert!(
+        script.starts_with("#!/opt/conda/bin/busybox sh\n"),
+        "{script}"
+    );
+    assert!(!script.contains("anaconda1anaconda2"), "{script}");
+    // Binary placeholder rewritten and padded with NULs to the same length.
+    let lib = &find("opt/conda/lib/libbinlib.so.2").data;
+    let needle = b"/opt/conda/share/binlib\0";
+    assert!(lib.windows(needle.len()).any(|w| w == needle), "{lib:?}");
+    assert!(!lib.windows(11).any(|w| w == b"anaconda1an"));
+    // Symlinks are kept as symlinks.
+    let wai = find("opt/conda/bin/wai");
+    assert_eq!(wai.kind, tar::EntryType::Symlink);
+    assert_eq!(wai.link.as_deref(), Some("whereami"));
+    // noarch python: files under the python's site-packages, entry point with the final python.
+    find("opt/conda/lib/python3.10/site-packages/hello_py/__init__.py");
+    let ep = String::from_utf8(find("opt/conda/bin/hello-py").data.clone()).unwrap();
+    assert!(ep.starts_with("#!/opt/conda/bin/python3.10"), "{ep}");
+    assert_eq!(find("opt/conda/bin/hello-py").mode, 0o755);
+
+    // No host state: no cache tag, no cache paths in conda-meta, readable records, fixed mtimes.
+    assert!(!entries.iter().any(|e| e.path.ends_with("CACHEDIR.TAG")));
+    let record = entries
+        .iter()
+        .find(|e| e.path.starts_with("opt/conda/conda-meta/whereami-"))
+        .expect("conda-meta record");
+    let text = String::from_utf8_lossy(&record.data);
+    for host in [
+        "extracted_package_dir",
+        "package_tarball_full_path",
+        "\"link\"",
+        "/tmp/",
+        "cache",
+    ] {
+        assert!(
+            !text.contains(host),
+            "conda-meta record contains {host}:\n{text}"
+        );
+    }
+    assert_eq!(record.mode, 0o644);
+    // Parent directories are present.
+    for dir in ["opt", "opt/conda", "opt/conda/bin"] {
+        assert_eq!(find(dir).kind, tar::EntryType::Directory);
+    }
+
+    // Layering: the big package alone (with its duplicate file as a hard link), conda-meta last.
+    let manifest = manifest(&out);
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(layers
+        .iter()
+        .all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"));
+    let config = config(&out);
+    let history: Vec<String> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(history.len(), layers.len());
+    assert_eq!(history[0], "imgbuild: conda packages bigdata-1.0-0");
+    assert!(
+        history.last().unwrap().contains("environment"),
+        "{history:?}"
+    );
+    let copy = find("opt/conda/share/bigdata/weights-copy.bin");
+    let orig = find("opt/conda/share/bigdata/weights.bin");
+    assert_eq!(
+        [copy.kind, orig.kind]
+            .iter()
+            .filter(|t| **t == tar::EntryType::Link)
+            .count(),
+        1,
+        "one of the identical files is a hard link"
+    );
+
+    // Config: env, platform, timestamps.
+    let env: Vec<&str> = config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(
+            &"PATH=/opt/conda/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ),
+        "{env:?}"
+    );
+    assert!(env.contains(&"CONDA_PREFIX=/opt/conda"), "{env:?}");
+    assert!(env.contains(&"LANG=C.UTF-8"), "{env:?}");
+    assert_eq!(config["created"], "1970-01-01T00:00:00Z");
+    assert_eq!(config["os"], "linux");
+    assert_eq!(config["architecture"], "amd64");
+    assert!(entries
+        .iter()
+        .all(|e| e.kind != tar::EntryType::Regular || e.mode == 0o644 || e.mode == 0o755));
+}
+
+#[test]
+fn same_inputs_give_identical_digests_even_with_another_cache_dir() {
+    let ctx = TestContext::new();
+    let a = ctx.path("a");
+    let b = ctx.path("b");
+    assert_ok(&build_fixture(&ctx, &a, &[]));
+    // Second build: a different cache dir, so nothing is shared but the inputs.
+    let spec = ctx.path("environment.yml");
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .args([
+            "--spec",
+            spec.to_str().unwrap(),
+            "--output",
+            b.to_str().unwrap(),
+        ])
+        .args(["--tag", "fixture:v1", "--big-package-threshold", "1MiB"])
+        .args(["--cache-dir", ctx.path("other-cache").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_ok(&res);
+    let ia = std::fs::read(a.join("index.json")).unwrap();
+    let ib = std::fs::read(b.join("index.json")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&ia), String::from_utf8_lossy(&ib));
+    assert_eq!(manifest(&a), manifest(&b));
+    let mut blobs_a: Vec<_> = std::fs::read_dir(a.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut blobs_b: Vec<_> = std::fs::read_dir(b.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    blobs_a.sort();
+    blobs_b.sort();
+    assert_eq!(blobs_a, blobs_b);
+
+    // SOURCE_DATE_EPOCH changes the timestamps, so the digest.
+    let c = ctx.path("c");
+    let res = std::process::Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .args([
+            "--spec",
+            spec.to_str().unwrap(),
+            "--output",
+            c.to_str().unwrap(),
+        ])
+        .args(["--tag", "fixture:v1", "--big-package-threshold", "1MiB"])
+        .env("IMGBUILD_CACHE_DIR", ctx.path("cache"))
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert_ok(&res);
+    assert_ne!(manifest(&a), manifest(&c));
+    assert_eq!(config(&c)["created"], "2023-11-14T22:13:20Z");
+}
+
+#[test]
+fn base_image_layers_are_reused_and_runtime_options_applied() {
+    let ctx = TestContext::new();
+    let base = ctx.path("base");
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["busybox"]).to_str().unwrap(),
+        "--output",
+        base.to_str().unwrap(),
+        "--tag",
+        "base:1",
+        "--prefix",
+        "/usr/local/bb",
+        "--env",
+        "FROM_BASE=yes",
+        "--workdir",
+        "/srv",
+        "--cmd",
+        "/usr/local/bb/bin/busybox sh",
+    ]));
+    let out = ctx.path("img");
+    let base_ref = format!("oci:{}:base:1", base.display());
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["whereami"]).to_str().unwrap(),
+        "--base",
+        &base_ref,
+        "--output",
+        out.to_str().unwrap(),
+        "--tag",
+        "app:1",
+        "--tag",
+        "app:latest",
+        "--label",
+        "org.example.team=ml",
+        "--entrypoint",
+        r#"["/opt/conda/bin/whereami"]"#,
+        "--user",
+        "1000:1000",
+    ]));
+    let base_layers = manifest(&base)["layers"].as_array().unwrap().clone();
+    let layers = manifest(&out)["layers"].as_array().unwrap().clone();
+    assert_eq!(
+        &layers[..base_layers.len()],
+        &base_layers[..],
+        "base layers reused byte for byte"
+    );
+    let cfg = config(&out);
+    let env: Vec<&str> = cfg["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"FROM_BASE=yes"), "{env:?}");
+    assert!(
+        env[0].starts_with("PATH=/opt/conda/bin:/usr/local/bb/bin:"),
+        "{env:?}"
+    );
+    assert_eq!(cfg["config"]["WorkingDir"], "/srv");
+    assert_eq!(cfg["config"]["User"], "1000:1000");
+    assert_eq!(cfg["config"]["Labels"]["org.example.team"], "ml");
+    assert_eq!(cfg["config"]["Entrypoint"][0], "/opt/conda/bin/whereami");
+    assert!(
+        cfg["config"]["Cmd"].is_null(),
+        "a new entrypoint drops the base's cmd"
+    );
+    // Both tags point at the same manifest, recorded verbatim.
+    let index = read_json(&out.join("index.json"));
+    let names: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(names, vec!["app:1", "app:latest"]);
+    let inspect = sh(&format!("skopeo inspect oci:{}:app:latest", out.display()));
+    assert!(inspect.contains("\"Architecture\": \"amd64\""), "{inspect}");
+    // Runs through the entrypoint as the non-root user (so modes were normalized to readable).
+    let report = sh(&format!(
+        "{} {}:app:1 -- ignored-arg 2>&1",
+        validate_script().display(),
+        out.display()
+    ));
+    assert!(report.contains("-> prefix=/opt/conda"), "{report}");
+
+    // Building again into the same layout replaces the tag instead of adding a duplicate.
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["whereami"]).to_str().unwrap(),
+        "--base",
+        &base_ref,
+        "--output",
+        out.to_str().unwrap(),
+        "--tag",
+        "app:1",
+    ]));
+    let index = read_json(&out.join("index.json"));
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn file_channels_and_tar_bz2_packages_work_offline() {
+    let ctx = TestContext::new();
+    let channel = format!("file://{}", fixture().dir.display());
+    let spec = ctx.spec_with_channel(&channel, &["whereami"]);
+    let out = ctx.path("img");
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]));
+    let entries = layer_entries(&out);
+    assert!(entries.iter().any(|e| e.path == "opt/conda/bin/whereami"));
+}

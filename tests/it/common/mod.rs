@@ -1,0 +1,199 @@
+//! Shared test setup: one fixture channel per test binary, served over HTTP; helpers to run
+//! the real `imgbuild` binary and read what it wrote.
+
+pub mod channel;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+pub use server::FileServer;
+
+/// The fixture channel on disk plus its HTTP server.
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub server: FileServer,
+}
+
+/// Built once per test binary: packages are written and indexed, then served.
+pub fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("imgbuild-it-channel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let busybox = std::fs::read("/bin/busybox")
+            .expect("/bin/busybox is missing: install Debian's busybox-static (apt-get install busybox-static)");
+        for pkg in channel::fixture_packages(&busybox) {
+            pkg.write(&dir);
+        }
+        channel::index(&dir);
+        let server = FileServer::start(&dir);
+        Fixture { dir, server }
+    })
+}
+
+/// A scratch directory for one test, with a spec writer and a CLI runner.
+pub struct TestContext {
+    pub tmp: tempfile::TempDir,
+}
+
+impl TestContext {
+    pub fn new() -> Self {
+        Self {
+            tmp: tempfile::Builder::new()
+                .prefix("imgbuild-it-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// Writes an environment.yml using the fixture channel over HTTP.
+    pub fn spec(&self, deps: &[&str]) -> PathBuf {
+        let channel = format!("{}/", fixture().server.url);
+        self.spec_with_channel(&channel, deps)
+    }
+
+    pub fn spec_with_channel(&self, channel: &str, deps: &[&str]) -> PathBuf {
+        let mut text = format!("name: test\nchannels:\n  - {channel}\ndependencies:\n");
+        for d in deps {
+            text.push_str(&format!("  - {d}\n"));
+        }
+        let path = self.path("environment.yml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs `imgbuild ARGS` with a cache dir inside this test's scratch dir (unless given).
+    pub fn imgbuild(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
+        cmd.args(args)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env("IMGBUILD_CACHE_DIR", self.path("cache"));
+        cmd.output().unwrap()
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts success, printing stderr on failure.
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "imgbuild failed ({}):\n{}",
+        out.status,
+        stderr(out)
+    );
+}
+
+/// Asserts failure with a message containing every one of `needles`; returns stderr.
+pub fn assert_fails_with(out: &Output, needles: &[&str]) -> String {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success:\n{err}"
+    );
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error:\n{err}"
+    );
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
+    }
+    err
+}
+
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+/// The blob file for `sha256:…` in a layout.
+pub fn blob(layout: &Path, digest: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// Manifest of the first image in a layout.
+pub fn manifest(layout: &Path) -> Value {
+    let index = read_json(&layout.join("index.json"));
+    read_json(&blob(
+        layout,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ))
+}
+
+pub fn config(layout: &Path) -> Value {
+    let m = manifest(layout);
+    read_json(&blob(layout, m["config"]["digest"].as_str().unwrap()))
+}
+
+/// One tar entry of a layer.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub path: String,
+    pub kind: tar::EntryType,
+    pub mode: u32,
+    pub data: Vec<u8>,
+    pub link: Option<String>,
+}
+
+/// Every entry of every layer, in order, for assertions on the image's file system.
+pub fn layer_entries(layout: &Path) -> Vec<Entry> {
+    let m = manifest(layout);
+    let mut out = Vec::new();
+    for layer in m["layers"].as_array().unwrap() {
+        let path = blob(layout, layer["digest"].as_str().unwrap());
+        let file = std::fs::File::open(path).unwrap();
+        let reader: Box<dyn std::io::Read> =
+            if layer["mediaType"].as_str().unwrap().ends_with("zstd") {
+                Box::new(zstd::Decoder::new(file).unwrap())
+            } else {
+                Box::new(flate2::read::GzDecoder::new(file))
+            };
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let kind = entry.header().entry_type();
+            let mode = entry.header().mode().unwrap();
+            let link = entry
+                .link_name()
+                .unwrap()
+                .map(|l| l.to_string_lossy().into_owned());
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            out.push(Entry {
+                path,
+                kind,
+                mode,
+                data,
+                link,
+            });
+        }
+    }
+    out
+}
+
+/// Runs a shell command, asserting success; returns stdout.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,287 @@
+//! Bad input: each gives a specific message, a non-zero exit, no panic and no partial output.
+
+use std::path::Path;
+
+use crate::common::*;
+
+fn no_output_left(dir: &Path) {
+    assert!(!dir.exists(), "{} was left behind", dir.display());
+    let parent = dir.parent().unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".imgbuild-"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary output left behind: {leftovers:?}"
+    );
+}
+
+#[test]
+fn missing_spec_file() {
+    let ctx = TestContext::new();
+    let out = ctx.path("img");
+    let missing = ctx.path("nope.yml");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        missing.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails_with(&res, &["cannot read spec file", "nope.yml", "No such file"]);
+    no_output_left(&out);
+}
+
+#[test]
+fn yaml_syntax_error_names_file_line_and_column() {
+    let ctx = TestContext::new();
+    let spec = ctx.path("environment.yml");
+    std::fs::write(
+        &spec,
+        "channels:\n  - x\ndependencies:\n  - python\n   - bad: [\n",
+    )
+    .unwrap();
+    let out = ctx.path("img");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let err = assert_fails_with(&res, &["environment.yml:", "invalid YAML"]);
+    assert!(
+        err.contains("environment.yml:5:") || err.contains("environment.yml:4:"),
+        "{err}"
+    );
+    no_output_left(&out);
+}
+
+#[test]
+fn unknown_package_gets_the_solver_explanation() {
+    let ctx = TestContext::new();
+    let out = ctx.path("img");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["doesnotexist"]).to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let err = assert_fails_with(
+        &res,
+        &[
+            "cannot solve the environment for linux/amd64",
+            "doesnotexist",
+        ],
+    );
+    assert!(
+        !err.contains("Unsolvable(["),
+        "debug dump instead of a message:\n{err}"
+    );
+    no_output_left(&out);
+}
+
+#[test]
+fn unsatisfiable_versions_get_the_solver_explanation() {
+    let ctx = TestContext::new();
+    let out = ctx.path("img");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["busybox>=9"]).to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails_with(&res, &["cannot solve the environment", "busybox >=9"]);
+    no_output_left(&out);
+}
+
+#[test]
+fn unreachable_channel_names_the_url() {
+    let ctx = TestContext::new();
+    // Port 9 (discard) is closed on the loopback interface.
+    let spec = ctx.spec_with_channel("http://127.0.0.1:9/nochannel", &["busybox"]);
+    let out = ctx.path("img");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails_with(
+        &res,
+        &["could not fetch repodata", "http://127.0.0.1:9/nochannel"],
+    );
+    no_output_left(&out);
+}
+
+#[test]
+fn sha256_mismatch_names_the_package_and_leaves_no_cache_entry() {
+    let ctx = TestContext::new();
+    // A copy of the fixture channel whose repodata promises other bytes for busybox.
+    let channel = ctx.path("badchannel");
+    sh(&format!(
+        "cp -r {} {}",
+        fixture().dir.display(),
+        channel.display()
+    ));
+    let repodata = channel.join("linux-64/repodata.json");
+    let mut doc = read_json(&repodata);
+    let wrong = "0".repeat(64);
+    let entry = doc["packages.conda"]["busybox-1.36.1-h0_0.conda"]
+        .as_object_mut()
+        .expect("busybox record");
+    entry.insert("sha256".into(), wrong.clone().into());
+    std::fs::write(&repodata, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let server = FileServer::start(&channel);
+    let spec = ctx.spec_with_channel(&format!("{}/", server.url), &["busybox"]);
+    let out = ctx.path("img");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails_with(&res, &["busybox-1.36.1-h0_0", &wrong]);
+    no_output_left(&out);
+    // Nothing of busybox is left in the package cache that a later build could trust.
+    let pkgs = ctx.path("cache/pkgs");
+    if pkgs.exists() {
+        let left: Vec<_> = walk(&pkgs)
+            .into_iter()
+            .filter(|p| p.contains("busybox") && !p.ends_with(".lock"))
+            .collect();
+        assert!(left.is_empty(), "cache holds {left:?}");
+    }
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        out.push(p.display().to_string());
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+    }
+    out
+}
+
+#[test]
+fn output_dir_that_is_not_a_layout_is_refused_before_any_work() {
+    let ctx = TestContext::new();
+    let out = ctx.path("home");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "precious").unwrap();
+    let res = ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["busybox"]).to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails_with(
+        &res,
+        &["neither an empty directory nor an OCI image layout", "home"],
+    );
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("notes.txt")]);
+    // Refused before solving: the channel was never asked.
+    assert!(!ctx.path("cache/pkgs").exists());
+}
+
+#[test]
+fn prefix_longer_than_a_binary_placeholder_is_refused_with_the_limit() {
+    let ctx = TestContext::new();
+    let out = ctx.path("img");
+    let long = "/opt/this-prefix-is-much-longer-than-32-characters";
+    let res = ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["binlib"]).to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--prefix",
+        long,
+    ]);
+    assert_fails_with(
+        &res,
+        &[
+            long,
+            "binlib-2.1-h0_0",
+            "lib/libbinlib.so.2",
+            "at most 32 characters",
+        ],
+    );
+    no_output_left(&out);
+}
+
+#[test]
+fn non_empty_pip_section_is_refused_not_ignored() {
+    let ctx = TestContext::new();
+    let spec = ctx.path("environment.yml");
+    std::fs::write(
+        &spec,
+        format!(
+            "channels: [{}/]\ndependencies:\n  - busybox\n  - pip:\n    - requests\n",
+            fixture().server.url
+        ),
+    )
+    .unwrap();
+    let out = ctx.path("img");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails_with(
+        &res,
+        &["'pip:' section lists 1 package", "not supported yet"],
+    );
+    no_output_left(&out);
+}
+
+#[test]
+fn nothing_to_write_and_bad_flags_are_explained() {
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["busybox"]);
+    let res = ctx.imgbuild(&["--spec", spec.to_str().unwrap()]);
+    assert_fails_with(&res, &["--output DIR", "--archive FILE"]);
+    let out = ctx.path("img");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--platform",
+        "windows/amd64",
+    ]);
+    assert_fails_with(&res, &["unknown platform 'windows/amd64'", "linux/arm64"]);
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--prefix",
+        "opt/conda",
+    ]);
+    assert_fails_with(&res, &["invalid --prefix 'opt/conda'", "absolute"]);
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--base",
+        "oci:/nonexistent:x",
+    ]);
+    assert_fails_with(
+        &res,
+        &[
+            "cannot use --base oci:/nonexistent:x",
+            "/nonexistent/index.json",
+        ],
+    );
+    no_output_left(&out);
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `imgbuild` binary against a conda channel that the suite builds
+//! and serves on 127.0.0.1, checked with skopeo, umoci and podman. One test binary, so the
+//! workspace links once.
+
+mod build;
+mod common;
+mod errors;
+mod quickstart;

@@ -1,0 +1,98 @@
+//! The README's first command: build `examples/quickstart` offline from the channel shipped
+//! beside it. The channel is made by `regenerate_quickstart_channel` below.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::channel::{index, Content, Package, PLACEHOLDER};
+use crate::common::*;
+
+fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
+}
+
+fn quickstart_packages() -> Vec<Package> {
+    let text = |s: String, placeholder: bool, executable: bool| Content::File {
+        bytes: s.into_bytes(),
+        executable,
+        placeholder: placeholder.then_some(PLACEHOLDER),
+    };
+    vec![
+        Package {
+            name: "quickstart-hello",
+            version: "1.0",
+            build: "0",
+            subdir: "noarch",
+            noarch: Some("generic"),
+            depends: vec!["quickstart-data >=1.0"],
+            files: vec![(
+                "bin/quickstart-hello",
+                text(
+                    format!("#!/bin/sh\n# installed at {PLACEHOLDER}\ncat {PLACEHOLDER}/share/quickstart/greeting.txt\n"),
+                    true,
+                    true,
+                ),
+            )],
+            entry_points: vec![],
+            conda_format: true,
+        },
+        Package {
+            name: "quickstart-data",
+            version: "1.0",
+            build: "0",
+            subdir: "noarch",
+            noarch: Some("generic"),
+            depends: vec![],
+            files: vec![(
+                "share/quickstart/greeting.txt",
+                text("hello from an imgbuild image\n".into(), false, false),
+            )],
+            entry_points: vec![],
+            conda_format: false,
+        },
+    ]
+}
+
+/// Rewrites `examples/quickstart/channel`. Run by hand when the fixture format changes:
+/// `cargo test -p imgbuild --test it -- --ignored regenerate_quickstart_channel`.
+#[test]
+#[ignore = "regenerates a committed example; run by hand"]
+fn regenerate_quickstart_channel() {
+    let channel = example_dir().join("channel");
+    let _ = std::fs::remove_dir_all(&channel);
+    for pkg in quickstart_packages() {
+        pkg.write(&channel);
+    }
+    index(&channel);
+    let _ = std::fs::remove_dir_all(channel.join(".tmp"));
+}
+
+#[test]
+fn quickstart_example_builds_offline_and_validates() {
+    let ctx = TestContext::new();
+    let out = ctx.path("quickstart");
+    let spec = example_dir().join("environment.yml");
+    assert_ok(&ctx.imgbuild(&[
+        "build",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--tag",
+        "quickstart:latest",
+    ]));
+    let report = sh(&format!(
+        "{}/../../../shared/tools/validate-image.sh {}:quickstart:latest 2>&1",
+        env!("CARGO_MANIFEST_DIR"),
+        out.display()
+    ));
+    assert!(report.contains("3 passed, 0 failed"), "{report}");
+    let script = layer_entries(&out)
+        .into_iter()
+        .find(|e| e.path == "opt/conda/bin/quickstart-hello")
+        .expect("script in image");
+    let text = String::from_utf8(script.data).unwrap();
+    assert!(
+        text.contains("cat /opt/conda/share/quickstart/greeting.txt"),
+        "{text}"
+    );
+}
