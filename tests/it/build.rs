@@ -264,6 +264,8 @@ fn same_inputs_give_identical_digests_even_with_another_cache_dir() {
     assert_ok(&res);
     assert_ne!(manifest(&a), manifest(&c));
     assert_eq!(config(&c)["created"], "2023-11-14T22:13:20Z");
+    assert!(layer_entries(&c).iter().all(|e| e.mtime == 1_700_000_000));
+    assert!(layer_entries(&a).iter().all(|e| e.mtime == 0));
 }
 
 #[test]
@@ -385,4 +387,98 @@ fn file_channels_and_tar_bz2_packages_work_offline() {
     ]));
     let entries = layer_entries(&out);
     assert!(entries.iter().any(|e| e.path == "opt/conda/bin/whereami"));
+}
+
+#[test]
+fn target_virtual_packages_come_from_flags_not_the_host() {
+    let ctx = TestContext::new();
+    let out = ctx.path("img");
+    let spec = ctx.spec(&["cudalib"]);
+    // This host has no GPU; without --cuda the CUDA-only package cannot be chosen.
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails_with(&res, &["cannot solve", "__cuda"]);
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--cuda",
+        "11.8",
+    ]));
+    assert!(layer_entries(&out)
+        .iter()
+        .any(|e| e.path == "opt/conda/lib/libcudalib.txt"));
+
+    // __glibc is the target's: a too-old --glibc makes binlib unsolvable; the default solves,
+    // and on scratch imgbuild warns that the image needs a glibc base.
+    let spec = ctx.spec(&["binlib"]);
+    let old = ctx.path("old");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        old.to_str().unwrap(),
+        "--glibc",
+        "2.12",
+    ]);
+    assert_fails_with(&res, &["cannot solve", "__glibc"]);
+    let ok = ctx.path("ok");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        ok.to_str().unwrap(),
+    ]);
+    assert_ok(&res);
+    let err = stderr(&res);
+    assert!(
+        err.contains("base is 'scratch'") && err.contains("binlib"),
+        "{err}"
+    );
+}
+
+#[test]
+fn arm64_images_from_an_x86_64_host() {
+    let ctx = TestContext::new();
+    let out = ctx.path("img");
+    // noarch packages only: the fixture channel has no linux-aarch64 subdir, like many channels.
+    let spec = ctx.spec(&["bigdata"]);
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--platform",
+        "linux/arm64",
+        "--tag",
+        "arm:1",
+    ]));
+    let cfg = config(&out);
+    assert_eq!(cfg["architecture"], "arm64");
+    assert_eq!(cfg["variant"], "v8");
+    let index = read_json(&out.join("index.json"));
+    assert_eq!(index["manifests"][0]["platform"]["architecture"], "arm64");
+    let inspect = sh(&format!(
+        "skopeo --override-arch arm64 inspect oci:{}:arm:1",
+        out.display()
+    ));
+    assert!(inspect.contains("\"Architecture\": \"arm64\""), "{inspect}");
+    // The platform decides the subdir: binlib exists only for linux-64.
+    let res = ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["binlib"]).to_str().unwrap(),
+        "--output",
+        ctx.path("x").to_str().unwrap(),
+        "--platform",
+        "linux-aarch64",
+    ]);
+    assert_fails_with(
+        &res,
+        &["cannot solve the environment for linux/arm64", "binlib"],
+    );
 }

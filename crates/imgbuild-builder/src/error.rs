@@ -44,7 +44,7 @@ pub enum BuildError {
     Spec(#[from] SpecError),
     #[error("invalid target: {0}")]
     Target(String),
-    #[error("could not fetch repodata: {message}")]
+    #[error("could not fetch repodata: {message}\n(check that every channel URL is right and reachable from this machine)")]
     Repodata { message: String },
     #[error("cannot solve the environment for {platform}:\n{}", .problems.join("\n"))]
     Unsolvable {

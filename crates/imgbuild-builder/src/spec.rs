@@ -37,11 +37,17 @@ impl EnvSpec {
     pub fn from_yaml_str(text: &str, path: &Path) -> Result<Self, SpecError> {
         let doc: Value = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = e.to_string();
+            // serde_yaml appends the location we already put in front.
+            let message = match message.rfind(" at line ") {
+                Some(i) => message[..i].to_string(),
+                None => message,
+            };
             SpecError::Yaml {
                 path: path.to_path_buf(),
                 line,
                 column,
-                message: e.to_string(),
+                message,
             }
         })?;
         let invalid = |message: String| SpecError::Invalid {

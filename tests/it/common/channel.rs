@@ -245,7 +245,7 @@ pub fn fixture_packages(busybox: &[u8]) -> Vec<Package> {
             build: "h0_0",
             subdir: "linux-64",
             noarch: None,
-            depends: vec![],
+            depends: vec!["__glibc >=2.17"],
             files: vec![
                 (
                     "lib/libbinlib.so.2",
@@ -293,6 +293,18 @@ pub fn fixture_packages(busybox: &[u8]) -> Vec<Package> {
                 ("site-packages/hello_py-1.0.dist-info/METADATA", text("Name: hello-py\nVersion: 1.0\n".into(), false, false)),
             ],
             entry_points: vec!["hello-py = hello_py:main"],
+            conda_format: true,
+        },
+        // Only a CUDA build exists: it must resolve with --cuda and fail without it.
+        Package {
+            name: "cudalib",
+            version: "1.0",
+            build: "cuda118_0",
+            subdir: "linux-64",
+            noarch: None,
+            depends: vec!["__cuda >=11.8"],
+            files: vec![("lib/libcudalib.txt", text("built for CUDA 11.8\n".into(), false, false))],
+            entry_points: vec![],
             conda_format: true,
         },
         Package {

@@ -145,6 +145,7 @@ pub struct Entry {
     pub path: String,
     pub kind: tar::EntryType,
     pub mode: u32,
+    pub mtime: u64,
     pub data: Vec<u8>,
     pub link: Option<String>,
 }
@@ -168,6 +169,7 @@ pub fn layer_entries(layout: &Path) -> Vec<Entry> {
             let path = entry.path().unwrap().to_string_lossy().into_owned();
             let kind = entry.header().entry_type();
             let mode = entry.header().mode().unwrap();
+            let mtime = entry.header().mtime().unwrap();
             let link = entry
                 .link_name()
                 .unwrap()
@@ -178,6 +180,7 @@ pub fn layer_entries(layout: &Path) -> Vec<Entry> {
                 path,
                 kind,
                 mode,
+                mtime,
                 data,
                 link,
             });
