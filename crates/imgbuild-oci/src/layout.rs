@@ -28,9 +28,36 @@ pub struct BaseImage {
     pub layers: Vec<Descriptor>,
     pub manifest_digest: Digest,
     source: BlobStore,
+    /// Where the base came from when it was pulled from a registry (blobs can be mounted
+    /// from there instead of uploaded).
+    pub origin: Option<crate::registry::Reference>,
 }
 
 impl BaseImage {
+    pub(crate) fn from_parts(
+        config: ImageConfiguration,
+        layers: Vec<Descriptor>,
+        manifest_digest: Digest,
+        source: BlobStore,
+        origin: Option<crate::registry::Reference>,
+    ) -> Self {
+        Self {
+            config,
+            layers,
+            manifest_digest,
+            source,
+            origin,
+        }
+    }
+
+    /// Digests of the base's layers.
+    pub fn layer_digests(&self) -> Vec<Digest> {
+        self.layers
+            .iter()
+            .filter_map(|l| Digest::try_from(l.digest()).ok())
+            .collect()
+    }
+
     /// Reads the image tagged `tag` (or the only image, when `tag` is `None`) from the layout at
     /// `dir`, resolving an image index to the manifest for `platform`.
     pub fn from_layout(
@@ -39,41 +66,12 @@ impl BaseImage {
         platform: &ImagePlatform,
     ) -> Result<Self, OciError> {
         let source = BlobStore::new(dir);
-        let index = read_index(dir)?;
         let err = |message: String| OciError::Base {
             layout: dir.to_path_buf(),
             message,
         };
-        let tags: Vec<String> = index
-            .manifests()
-            .iter()
-            .filter_map(|d| ref_name(d).map(str::to_string))
-            .collect();
-        let desc = match tag {
-            Some(tag) => index
-                .manifests()
-                .iter()
-                .find(|d| ref_name(d) == Some(tag))
-                .ok_or_else(|| OciError::TagNotFound {
-                    layout: dir.to_path_buf(),
-                    tag: tag.to_string(),
-                    available: if tags.is_empty() {
-                        "none".into()
-                    } else {
-                        tags.join(", ")
-                    },
-                })?,
-            None => match index.manifests().as_slice() {
-                [only] => only,
-                [] => return Err(err("the layout holds no image".into())),
-                _ => {
-                    return Err(err(format!(
-                        "the layout holds several images; name one with oci:DIR:TAG (tags: {})",
-                        tags.join(", ")
-                    )))
-                }
-            },
-        };
+        let desc = find_entry(dir, tag)?;
+        let desc = &desc;
         let manifest_desc = resolve_platform(&source, desc, platform, dir)?;
         let manifest_digest = checked_digest(&manifest_desc, dir)?;
         let manifest: ImageManifest =
@@ -113,6 +111,7 @@ impl BaseImage {
             layers: manifest.layers().clone(),
             manifest_digest,
             source,
+            origin: None,
         })
     }
 
@@ -127,6 +126,58 @@ impl BaseImage {
         }
         Ok(())
     }
+}
+
+/// The index.json entry tagged `tag`, or the only entry when `tag` is `None`.
+pub fn find_entry(dir: &Path, tag: Option<&str>) -> Result<Descriptor, OciError> {
+    let index = read_index(dir)?;
+    let tags: Vec<String> = index
+        .manifests()
+        .iter()
+        .filter_map(|d| ref_name(d).map(str::to_string))
+        .collect();
+    let err = |message: String| OciError::Base {
+        layout: dir.to_path_buf(),
+        message,
+    };
+    match tag {
+        Some(tag) => index
+            .manifests()
+            .iter()
+            .find(|d| ref_name(d) == Some(tag))
+            .cloned()
+            .ok_or_else(|| OciError::TagNotFound {
+                layout: dir.to_path_buf(),
+                tag: tag.to_string(),
+                available: if tags.is_empty() {
+                    "none".into()
+                } else {
+                    tags.join(", ")
+                },
+            }),
+        None => match index.manifests().as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(err("the layout holds no image".into())),
+            _ => Err(err(format!(
+                "the layout holds several images; name one with DIR:TAG (tags: {})",
+                tags.join(", ")
+            ))),
+        },
+    }
+}
+
+/// The digest of the image manifest for `tag` (or the only image) in the layout at `dir`,
+/// resolving an image index for `platform`.
+pub fn find_manifest(
+    dir: &Path,
+    tag: Option<&str>,
+    platform: &ImagePlatform,
+) -> Result<Digest, OciError> {
+    let entry = find_entry(dir, tag)?;
+    checked_digest(
+        &resolve_platform(&BlobStore::new(dir), &entry, platform, dir)?,
+        dir,
+    )
 }
 
 fn ref_name(d: &Descriptor) -> Option<&str> {

@@ -4,6 +4,7 @@
 //! [`BlobStore`]. [`image::assemble`] turns layer blobs (plus an optional [`BaseImage`]) into a
 //! config and a manifest in that store; [`layout::write_layout`] and
 //! [`archive::write_archive`] then publish the image by linking or copying blobs out of it.
+//! [`registry`] pushes images and pulls base images over the distribution API.
 //! Every JSON document is written in canonical form (sorted keys, no whitespace), so the same
 //! content always has the same digest.
 
@@ -14,6 +15,7 @@ pub mod digest;
 mod error;
 pub mod image;
 pub mod layout;
+pub mod registry;
 mod time;
 
 pub use blob_store::BlobStore;

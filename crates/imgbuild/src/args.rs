@@ -32,7 +32,39 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from an environment.yml.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
+    /// Push an image from an OCI image layout to a registry.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Registry credentials USER:PASSWORD (else IMGBUILD_REGISTRY_USER/_PASSWORD, then
+    /// ~/.docker/config.json, then anonymous).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
+
+    /// Allow plain HTTP or an unverified TLS certificate for this registry HOST[:PORT] only. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    /// The OCI image layout to push from, DIR or DIR:TAG.
+    #[arg(value_name = "LAYOUT[:TAG]")]
+    pub layout: String,
+
+    /// Where to push: REGISTRY/REPOSITORY[:TAG].
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+
+    /// Platform to pick when the layout entry is an image index.
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -55,7 +87,8 @@ pub struct BuildArgs {
     #[arg(long, default_value = "/opt/conda")]
     pub prefix: String,
 
-    /// Base image: `scratch`, or `oci:DIR[:TAG]` (an OCI image layout on disk).
+    /// Base image: `scratch`, `oci:DIR[:TAG]` (an OCI image layout on disk), or a registry
+    /// reference such as `debian:bookworm-slim` or `registry.example.com/base@sha256:…`.
     #[arg(long, default_value = "scratch", value_name = "REF")]
     pub base: String,
 
@@ -106,6 +139,13 @@ pub struct BuildArgs {
     /// Image label, KEY=VALUE. Repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+
+    /// After building, push every --tag that names a registry (REGISTRY/REPO:TAG).
+    #[arg(long)]
+    pub push: bool,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// Layer compression.
     #[arg(long, value_enum, default_value = "gzip")]

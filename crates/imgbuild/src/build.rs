@@ -8,15 +8,19 @@ use anyhow::{bail, Context as _, Result};
 use imgbuild_builder::{install, solve, Context, EnvSpec, InstallPrefix, Target, TargetPlatform};
 use imgbuild_layer::{collect_owners, plan_layers, write_layers, PlanOptions, WriteOptions};
 use imgbuild_oci::{
-    archive, image, layout, BaseImage, BlobStore, Compression, ImagePlatform, RuntimeConfig,
+    archive, image, layout, BaseImage, BlobStore, Compression, RuntimeConfig,
 };
 
+use imgbuild_oci::registry::{pull_image, Reference};
+
 use crate::args::{BuildArgs, CompressionArg};
+use crate::registry;
 
 /// The base image a build starts from.
 enum Base {
     Scratch,
     Layout { dir: PathBuf, tag: Option<String> },
+    Registry(Reference),
 }
 
 fn parse_base(s: &str) -> Result<Base> {
@@ -35,18 +39,24 @@ fn parse_base(s: &str) -> Result<Base> {
             tag,
         });
     }
-    bail!(
-        "unsupported --base '{s}': use 'scratch' or 'oci:DIR[:TAG]' (an OCI image layout on disk); \
-         registry references are not supported yet"
-    )
+    let reference: Reference = s.parse().with_context(|| {
+        format!("--base '{s}' is not 'scratch', 'oci:DIR[:TAG]' or a registry reference")
+    })?;
+    Ok(Base::Registry(reference))
 }
 
 pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     let started = Instant::now();
     let spec_path = args.spec.clone().context("missing --spec FILE")?;
-    if args.output.is_none() && args.archive.is_none() {
-        bail!("nothing to write: give --output DIR (an OCI image layout) and/or --archive FILE (an OCI archive)");
+    if args.output.is_none() && args.archive.is_none() && !args.push {
+        bail!("nothing to write: give --output DIR (an OCI image layout), --archive FILE (an OCI archive) and/or --push");
     }
+    let push_targets = if args.push {
+        registry::push_targets(&args.tags)?
+    } else {
+        Vec::new()
+    };
+    let registry_options = registry::client_options(&args.registry)?;
     if let Some(out) = &args.output {
         layout::check_output_dir(out)?;
     }
@@ -55,18 +65,8 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     let platform: TargetPlatform = args.platform.parse()?;
     let target = Target::new(platform, args.glibc.as_deref(), args.cuda.as_deref())?;
     let prefix = InstallPrefix::parse(&args.prefix)?;
-    let image_platform = ImagePlatform {
-        os: platform.oci_os().to_string(),
-        architecture: platform.oci_architecture().to_string(),
-        variant: platform.oci_variant().map(str::to_string),
-    };
-    let base = match parse_base(&args.base)? {
-        Base::Scratch => None,
-        Base::Layout { dir, tag } => Some(
-            BaseImage::from_layout(&dir, tag.as_deref(), &image_platform)
-                .with_context(|| format!("cannot use --base {}", args.base))?,
-        ),
-    };
+    let image_platform = registry::image_platform(platform);
+    let base_ref = parse_base(&args.base)?;
     let runtime = runtime_config(&args)?;
     let plan_options = PlanOptions {
         big_package_threshold: parse_size(&args.big_package_threshold)?,
@@ -84,6 +84,22 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
     let cache_dir = std::fs::canonicalize(&cache_dir)?;
     let ctx = Context::new(cache_dir.clone())?;
+    let store = BlobStore::new(&cache_dir);
+    let base = match base_ref {
+        Base::Scratch => None,
+        Base::Layout { dir, tag } => Some(
+            BaseImage::from_layout(&dir, tag.as_deref(), &image_platform)
+                .with_context(|| format!("cannot use --base {}", args.base))?,
+        ),
+        Base::Registry(reference) => {
+            let client = registry::client_for(&reference, &registry_options)?;
+            Some(
+                pull_image(&client, &reference, &image_platform, &store)
+                    .await
+                    .with_context(|| format!("cannot use --base {}", args.base))?,
+            )
+        }
+    };
 
     let t = Instant::now();
     let records = solve::solve(&ctx, &spec, &target).await?;
@@ -104,7 +120,6 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     tracing::info!("installed into staging root in {:.1?}", t.elapsed());
 
     let t = Instant::now();
-    let store = BlobStore::new(&cache_dir);
     let owners = collect_owners(staging.path())?;
     let plan = plan_layers(&owners, &plan_options)?;
     let write_options = WriteOptions {
@@ -149,6 +164,16 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         archive::write_archive(path, &store, &built, &args.tags)?;
     }
     drop(staging);
+    if !push_targets.is_empty() {
+        registry::push_all(
+            &store,
+            &built.manifest_digest,
+            &push_targets,
+            base.as_ref(),
+            &registry_options,
+        )
+        .await?;
+    }
 
     let compressed: u64 = layers.iter().map(|l| l.blob.size).sum();
     let saved: u64 = layers.iter().map(|l| l.dedup_saved).sum();

@@ -2,6 +2,7 @@
 
 mod args;
 mod build;
+mod registry;
 
 use std::process::ExitCode;
 
@@ -42,11 +43,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let args = match cli.command {
-        Some(Command::Build(args)) => args,
-        None => cli.build,
+    let result = match cli.command {
+        Some(Command::Build(args)) => runtime.block_on(build::run(*args, cli.quiet)),
+        Some(Command::Push(args)) => runtime.block_on(registry::run_push(args)),
+        None => runtime.block_on(build::run(cli.build, cli.quiet)),
     };
-    match runtime.block_on(build::run(args, cli.quiet)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", render(&err));

@@ -1,0 +1,285 @@
+//! Who we are to a registry: credentials from flags, the environment or Docker's config, and
+//! the Basic / Bearer-token challenge dance. Secrets never reach `Debug`, logs or errors.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+
+use super::RegistryError;
+
+/// A username and password (or token). `Debug` and `Display` never show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({}, <redacted>)", self.username)
+    }
+}
+
+impl Credentials {
+    /// `user:password`, as `--creds` takes it.
+    pub fn parse(s: &str) -> Result<Self, RegistryError> {
+        match s.split_once(':') {
+            Some((u, p)) if !u.is_empty() => Ok(Self {
+                username: u.to_string(),
+                password: p.to_string(),
+            }),
+            _ => Err(RegistryError::Config(
+                "--creds takes USER:PASSWORD (the password may be empty, the user may not)".into(),
+            )),
+        }
+    }
+
+    pub(crate) fn basic_header(&self) -> String {
+        let raw = format!("{}:{}", self.username, self.password);
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+}
+
+/// Where credentials came from, for messages ("rejected the credentials from …").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    Flag,
+    Environment,
+    DockerConfig(PathBuf),
+    Helper(String),
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flag => write!(f, "--creds"),
+            Self::Environment => write!(f, "IMGBUILD_REGISTRY_USER/IMGBUILD_REGISTRY_PASSWORD"),
+            Self::DockerConfig(p) => write!(f, "{}", p.display()),
+            Self::Helper(h) => write!(f, "docker-credential-{h}"),
+        }
+    }
+}
+
+/// Credentials for `registry`, in the order users expect: `--creds`, then the
+/// `IMGBUILD_REGISTRY_USER`/`_PASSWORD` variables, then `$DOCKER_CONFIG/config.json` or
+/// `~/.docker/config.json` (`credHelpers`, `auths`, `credsStore`); `None` means anonymous.
+pub fn resolve_credentials(
+    registry: &str,
+    flag: Option<&Credentials>,
+) -> Result<Option<(Credentials, CredentialSource)>, RegistryError> {
+    if let Some(c) = flag {
+        return Ok(Some((c.clone(), CredentialSource::Flag)));
+    }
+    if let (Ok(user), Ok(password)) = (
+        std::env::var("IMGBUILD_REGISTRY_USER"),
+        std::env::var("IMGBUILD_REGISTRY_PASSWORD"),
+    ) {
+        if !user.is_empty() {
+            return Ok(Some((
+                Credentials {
+                    username: user,
+                    password,
+                },
+                CredentialSource::Environment,
+            )));
+        }
+    }
+    let path = match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => PathBuf::from(dir).join("config.json"),
+        None => match dirs_home() {
+            Some(home) => home.join(".docker/config.json"),
+            None => return Ok(None),
+        },
+    };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| RegistryError::Config(format!("{}: not valid JSON: {e}", path.display())))?;
+    let keys = config_keys(registry);
+    if let Some(helper) = keys
+        .iter()
+        .find_map(|k| config["credHelpers"][k.as_str()].as_str())
+    {
+        return helper_get(helper, registry)
+            .map(|c| c.map(|c| (c, CredentialSource::Helper(helper.to_string()))));
+    }
+    if let Some(entry) = keys
+        .iter()
+        .map(|k| &config["auths"][k.as_str()])
+        .find(|e| e.is_object())
+    {
+        if let Some(auth) = entry["auth"].as_str().filter(|a| !a.is_empty()) {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(auth.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    RegistryError::Config(format!(
+                        "{}: the 'auth' entry for {registry} is not base64 of user:password",
+                        path.display()
+                    ))
+                })?;
+            let creds = Credentials::parse(&decoded).map_err(|_| {
+                RegistryError::Config(format!(
+                    "{}: the 'auth' entry for {registry} is not user:password",
+                    path.display()
+                ))
+            })?;
+            return Ok(Some((creds, CredentialSource::DockerConfig(path))));
+        }
+        if let (Some(u), Some(p)) = (entry["username"].as_str(), entry["password"].as_str()) {
+            return Ok(Some((
+                Credentials {
+                    username: u.into(),
+                    password: p.into(),
+                },
+                CredentialSource::DockerConfig(path),
+            )));
+        }
+    }
+    if let Some(store) = config["credsStore"].as_str() {
+        return helper_get(store, registry)
+            .map(|c| c.map(|c| (c, CredentialSource::Helper(store.to_string()))));
+    }
+    Ok(None)
+}
+
+fn dirs_home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+/// The spellings Docker uses as keys for a registry in config.json.
+fn config_keys(registry: &str) -> Vec<String> {
+    let mut keys = vec![
+        registry.to_string(),
+        format!("https://{registry}"),
+        format!("http://{registry}"),
+        format!("https://{registry}/v1/"),
+        format!("https://{registry}/v2/"),
+    ];
+    if registry == super::reference::DOCKER_HUB {
+        keys.push("https://index.docker.io/v1/".into());
+        keys.push("index.docker.io".into());
+    }
+    keys
+}
+
+/// `docker-credential-<helper> get`, per Docker's credential-helper protocol.
+fn helper_get(helper: &str, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            RegistryError::Config(format!(
+                "cannot run {program} (named in Docker's config.json): {e}"
+            ))
+        })?;
+    let server = if registry == super::reference::DOCKER_HUB {
+        "https://index.docker.io/v1/".to_string()
+    } else {
+        registry.to_string()
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(server.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| RegistryError::Config(format!("{program} failed: {e}")))?;
+    if !out.status.success() {
+        // "credentials not found" is not an error: fall back to anonymous.
+        return Ok(None);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        RegistryError::Config(format!("{program} printed something that is not JSON: {e}"))
+    })?;
+    match (v["Username"].as_str(), v["Secret"].as_str()) {
+        (Some(u), Some(s)) => Ok(Some(Credentials {
+            username: u.into(),
+            password: s.into(),
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// A parsed `WWW-Authenticate` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        params: HashMap<String, String>,
+    },
+}
+
+impl Challenge {
+    pub(crate) fn parse(header: &str) -> Option<Self> {
+        let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Some(Self::Basic);
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let mut params = HashMap::new();
+        let mut rest = rest.trim();
+        while !rest.is_empty() {
+            let (key, after) = rest.split_once('=')?;
+            let after = after.trim_start();
+            let (value, remainder) = if let Some(quoted) = after.strip_prefix('"') {
+                let end = quoted.find('"')?;
+                (&quoted[..end], &quoted[end + 1..])
+            } else {
+                let end = after.find(',').unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            };
+            params.insert(key.trim().to_ascii_lowercase(), value.to_string());
+            rest = remainder.trim_start().trim_start_matches(',').trim_start();
+        }
+        let realm = params.remove("realm")?;
+        Some(Self::Bearer { realm, params })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_challenges() {
+        assert_eq!(
+            Challenge::parse("Basic realm=\"x\""),
+            Some(Challenge::Basic)
+        );
+        let c = Challenge::parse(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#,
+        )
+        .unwrap();
+        match c {
+            Challenge::Bearer { realm, params } => {
+                assert_eq!(realm, "https://auth.example/token");
+                assert_eq!(params["service"], "registry.example");
+                assert_eq!(params["scope"], "repository:a/b:pull,push");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let c = Credentials::parse("me:s3cret").unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(Credentials::parse("nocolon").is_err());
+    }
+}

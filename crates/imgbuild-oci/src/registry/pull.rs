@@ -1,0 +1,83 @@
+//! Pulling a base image: manifest (resolved for the platform when it is an index), config and
+//! layers into the blob store, every blob digest-checked. Layers stay compressed as they are.
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
+
+use super::{Reference, RegistryClient, RegistryError};
+use crate::image::ImagePlatform;
+use crate::{BaseImage, BlobStore, Digest};
+
+/// Pulls `reference` for `platform` into `store` and returns it as a base image.
+pub async fn pull_image(
+    client: &RegistryClient,
+    reference: &Reference,
+    platform: &ImagePlatform,
+    store: &BlobStore,
+) -> Result<BaseImage, RegistryError> {
+    let repo = reference.repository.as_str();
+    let unexpected = |message: String| RegistryError::Unexpected {
+        registry: reference.registry.clone(),
+        repository: repo.to_string(),
+        message,
+    };
+    let (mut bytes, _) = client
+        .get_manifest(repo, &reference.manifest_reference())
+        .await?;
+    let mut doc: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| unexpected(format!("manifest is not JSON: {e}")))?;
+    if doc.get("manifests").is_some() {
+        let chosen = doc["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                m["platform"]["os"] == platform.os.as_str()
+                    && m["platform"]["architecture"] == platform.architecture.as_str()
+                    && (platform.variant.is_none()
+                        || m["platform"]["variant"].is_null()
+                        || m["platform"]["variant"]
+                            == platform.variant.as_deref().unwrap_or_default())
+            })
+            .and_then(|m| m["digest"].as_str())
+            .ok_or_else(|| {
+                unexpected(format!(
+                    "{reference} has no image for {}/{}",
+                    platform.os, platform.architecture
+                ))
+            })?
+            .to_string();
+        bytes = client.get_manifest(repo, &chosen).await?.0;
+        doc = serde_json::from_slice(&bytes)
+            .map_err(|e| unexpected(format!("manifest is not JSON: {e}")))?;
+    }
+    let manifest: ImageManifest = serde_json::from_value(doc)
+        .map_err(|e| unexpected(format!("not an image manifest: {e}")))?;
+    let manifest_digest = store.put_bytes(&bytes)?;
+    let digest_of =
+        |d: &Descriptor| Digest::try_from(d.digest()).map_err(|e| unexpected(e.to_string()));
+    let config_digest = digest_of(manifest.config())?;
+    client.pull_blob(repo, &config_digest, store).await?;
+    let config: ImageConfiguration = serde_json::from_slice(&store.read(&config_digest)?)
+        .map_err(|e| unexpected(format!("image config is not valid: {e}")))?;
+    if config.os().to_string() != platform.os
+        || config.architecture().to_string() != platform.architecture
+    {
+        return Err(unexpected(format!(
+            "{reference} is {}/{}, but the target platform is {}/{}",
+            config.os(),
+            config.architecture(),
+            platform.os,
+            platform.architecture
+        )));
+    }
+    for layer in manifest.layers() {
+        client.pull_blob(repo, &digest_of(layer)?, store).await?;
+    }
+    Ok(BaseImage::from_parts(
+        config,
+        manifest.layers().clone(),
+        manifest_digest,
+        store.clone(),
+        Some(reference.clone()),
+    ))
+}

@@ -1,0 +1,130 @@
+//! Pushing an image whose blobs are in a [`BlobStore`]: blobs first (HEAD, then mount or
+//! upload only what is missing, a few at a time), config last among blobs, then the manifest.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::{Reference, RegistryClient, RegistryError};
+use crate::{BlobStore, Digest};
+
+/// Uploads running at once.
+pub const CONCURRENT_UPLOADS: usize = 3;
+
+/// Blobs and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: u64) {
+        self.blobs += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// What a push did, for the summary users read in CI logs.
+#[derive(Debug, Clone)]
+pub struct PushSummary {
+    pub reference: Reference,
+    pub manifest_digest: Digest,
+    pub uploaded: Tally,
+    pub mounted: Tally,
+    pub present: Tally,
+}
+
+enum Outcome {
+    Uploaded(u64),
+    Mounted(u64),
+    Present(u64),
+}
+
+/// Pushes the image manifest `manifest_digest` from `store` to `reference`. `mount_from`
+/// names, per blob, a repository on the same registry that already holds it (a base image).
+pub async fn push_image(
+    client: &RegistryClient,
+    store: &BlobStore,
+    manifest_digest: &Digest,
+    reference: &Reference,
+    mount_from: &HashMap<Digest, String>,
+) -> Result<PushSummary, RegistryError> {
+    let manifest_bytes = store.read(manifest_digest)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).map_err(|e| {
+        RegistryError::Config(format!(
+            "manifest {manifest_digest} in {} is not JSON: {e}",
+            store.root().display()
+        ))
+    })?;
+    let media_type = manifest["mediaType"]
+        .as_str()
+        .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+        .to_string();
+    let descriptor = |d: &serde_json::Value| -> Result<(Digest, u64), RegistryError> {
+        let digest = d["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .parse::<Digest>()
+            .map_err(|e| RegistryError::Config(format!("manifest {manifest_digest}: {e}")))?;
+        Ok((digest, d["size"].as_u64().unwrap_or(0)))
+    };
+    let layers: Vec<(Digest, u64)> = manifest["layers"]
+        .as_array()
+        .map(|a| a.iter().map(descriptor).collect::<Result<_, _>>())
+        .transpose()?
+        .unwrap_or_default();
+    let config = descriptor(&manifest["config"])?;
+    let repo = reference.repository.as_str();
+
+    let push_one = |(digest, size): (Digest, u64)| async move {
+        if client.blob_exists(repo, &digest).await? {
+            return Ok::<_, RegistryError>(Outcome::Present(size));
+        }
+        if let Some(from) = mount_from.get(&digest) {
+            if from != repo && client.mount_blob(repo, &digest, from).await? {
+                return Ok(Outcome::Mounted(size));
+            }
+        }
+        let path = store.path(&digest);
+        if !path.is_file() {
+            return Err(RegistryError::Config(format!(
+                "blob {digest} is not in {} and not in the registry; build the image again",
+                store.root().display()
+            )));
+        }
+        client.upload_blob(repo, &digest, &path).await?;
+        Ok(Outcome::Uploaded(size))
+    };
+
+    let mut outcomes: Vec<Outcome> = stream::iter(layers.into_iter().map(push_one))
+        .buffer_unordered(CONCURRENT_UPLOADS)
+        .try_collect()
+        .await?;
+    outcomes.push(push_one(config).await?);
+
+    let mut summary = PushSummary {
+        reference: reference.clone(),
+        manifest_digest: *manifest_digest,
+        uploaded: Tally::default(),
+        mounted: Tally::default(),
+        present: Tally::default(),
+    };
+    for o in outcomes {
+        match o {
+            Outcome::Uploaded(n) => summary.uploaded.add(n),
+            Outcome::Mounted(n) => summary.mounted.add(n),
+            Outcome::Present(n) => summary.present.add(n),
+        }
+    }
+    client
+        .put_manifest(
+            repo,
+            &reference.manifest_reference(),
+            &media_type,
+            Bytes::from(manifest_bytes),
+        )
+        .await?;
+    Ok(summary)
+}
