@@ -7,9 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context as _, Result};
 use imgbuild_builder::{install, solve, Context, EnvSpec, InstallPrefix, Target, TargetPlatform};
 use imgbuild_layer::{collect_owners, plan_layers, write_layers, PlanOptions, WriteOptions};
-use imgbuild_oci::{
-    archive, image, layout, BaseImage, BlobStore, Compression, RuntimeConfig,
-};
+use imgbuild_oci::{archive, image, layout, BaseImage, BlobStore, Compression, RuntimeConfig};
 
 use imgbuild_oci::registry::{pull_image, Reference};
 

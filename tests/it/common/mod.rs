@@ -2,6 +2,7 @@
 //! the real `imgbuild` binary and read what it wrote.
 
 pub mod channel;
+pub mod registry;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -72,12 +73,55 @@ impl TestContext {
 
     /// Runs `imgbuild ARGS` with a cache dir inside this test's scratch dir (unless given).
     pub fn imgbuild(&self, args: &[&str]) -> Output {
+        self.imgbuild_env(args, &[])
+    }
+
+    /// Like [`TestContext::imgbuild`], with extra environment variables. Registry credentials
+    /// and Docker's config are cleared so only what the test sets is seen.
+    pub fn imgbuild_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
         cmd.args(args)
             .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("IMGBUILD_REGISTRY_USER")
+            .env_remove("IMGBUILD_REGISTRY_PASSWORD")
+            .env_remove("SSL_CERT_FILE")
+            .env("DOCKER_CONFIG", self.path("no-docker-config"))
             .env("IMGBUILD_CACHE_DIR", self.path("cache"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.output().unwrap()
     }
+}
+
+/// The digest from a `pushed REF sha256:…: …` summary line for `reference`.
+pub fn pushed_digest(out: &Output, reference: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("pushed {reference} ")))
+        .and_then(|rest| rest.split(':').take(2).collect::<Vec<_>>().join(":").into())
+        .unwrap_or_else(|| {
+            panic!(
+                "no push summary for {reference} in:\n{stdout}\n{}",
+                stderr(out)
+            )
+        })
+}
+
+/// The `pushed REF …` summary line for `reference`.
+pub fn push_summary(out: &Output, reference: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("pushed {reference} ")))
+        .unwrap_or_else(|| {
+            panic!(
+                "no push summary for {reference} in:\n{stdout}\n{}",
+                stderr(out)
+            )
+        })
+        .to_string()
 }
 
 pub fn stderr(out: &Output) -> String {

@@ -1,0 +1,307 @@
+//! Pushing to real registries (docker-registry on 127.0.0.1) and reading back with skopeo and
+//! podman: skip-what-is-there, TLS, every source of credentials, base-image mounts.
+
+use crate::common::registry::{Registry, RegistryOptions};
+use crate::common::*;
+
+fn podman_run(image: &str, cmd: &str) -> String {
+    sh(&format!(
+        "podman --runtime runc run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 {image} {cmd}"
+    ))
+}
+
+#[test]
+fn build_push_read_back_run_and_push_again_uploads_nothing() {
+    let reg = Registry::start(RegistryOptions::default());
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["whereami"]);
+    let tag1 = format!("{}/ml/env:1", reg.addr);
+    let tag2 = format!("{}/ml/env:latest", reg.addr);
+    let args = [
+        "--spec",
+        spec.to_str().unwrap(),
+        "--tag",
+        &tag1,
+        "--tag",
+        &tag2,
+        "--push",
+        "--insecure-registry",
+        &reg.addr,
+    ];
+    let first = ctx.imgbuild(&args);
+    assert_ok(&first);
+    let digest = pushed_digest(&first, &tag1);
+    assert_eq!(pushed_digest(&first, &tag2), digest);
+    // Every blob of the manifest (its layers and config) was uploaded once, for the first tag.
+    let raw: serde_json::Value = serde_json::from_str(&sh(&format!(
+        "skopeo inspect --raw --tls-verify=false docker://{tag1}"
+    )))
+    .unwrap();
+    let blobs = raw["layers"].as_array().unwrap().len() + 1;
+    let summary = push_summary(&first, &tag1);
+    assert!(
+        summary.contains(&format!("uploaded {blobs} blobs")),
+        "{summary}"
+    );
+    assert!(
+        push_summary(&first, &tag2).contains("uploaded 0 blobs"),
+        "second tag shares every blob"
+    );
+
+    // skopeo reads the same digest and copies the image out intact.
+    let inspect = sh(&format!(
+        "skopeo inspect --tls-verify=false docker://{tag1}"
+    ));
+    assert!(
+        inspect.contains(&format!("\"Digest\": \"{digest}\"")),
+        "{inspect}"
+    );
+    let copy = ctx.path("copy");
+    sh(&format!(
+        "skopeo copy --src-tls-verify=false docker://{tag2} oci:{}:copied",
+        copy.display()
+    ));
+    let report = sh(&format!(
+        "{}/../../../shared/tools/validate-image.sh {}:copied 2>&1",
+        env!("CARGO_MANIFEST_DIR"),
+        copy.display()
+    ));
+    assert!(report.contains("0 failed"), "{report}");
+    assert_eq!(
+        read_json(&copy.join("index.json"))["manifests"][0]["digest"],
+        digest.as_str()
+    );
+
+    // podman pulls it from the registry and runs the relocated script.
+    sh(&format!("podman pull -q --tls-verify=false {tag1}"));
+    let printed = podman_run(&tag1, "/opt/conda/bin/whereami");
+    let _ = std::process::Command::new("podman")
+        .args(["rmi", "-f", &tag1, &tag2])
+        .output();
+    assert_eq!(printed.trim(), "prefix=/opt/conda");
+
+    // Everything is there now: a rebuild and push uploads nothing.
+    let uploads_before = reg.count("\"POST /v2/ml/env/blobs/uploads/");
+    assert_eq!(uploads_before, blobs, "{}", reg.log());
+    let second = ctx.imgbuild(&args);
+    assert_ok(&second);
+    let summary = push_summary(&second, &tag1);
+    assert!(summary.contains("uploaded 0 blobs (0 bytes)"), "{summary}");
+    assert!(
+        summary.contains(&format!("already present {blobs} ")),
+        "{summary}"
+    );
+    assert_eq!(
+        reg.count("\"POST /v2/ml/env/blobs/uploads/"),
+        uploads_before
+    );
+    assert_eq!(reg.count("\"PUT /v2/ml/env/blobs/uploads/"), uploads_before);
+}
+
+#[test]
+fn tls_registry_with_basic_auth_takes_every_credential_source() {
+    let reg = Registry::start(RegistryOptions {
+        tls: true,
+        htpasswd: Some(("ci", "s3cret")),
+    });
+    let ca = reg.ca.clone().unwrap();
+    let ca = ca.to_str().unwrap();
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["busybox"]);
+    let push = |tag: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let tag = format!("{}/team/app:{tag}", reg.addr);
+        let mut args = vec![
+            "--spec",
+            spec.to_str().unwrap(),
+            "--tag",
+            tag.as_str(),
+            "--push",
+        ];
+        args.extend_from_slice(extra);
+        let out = ctx.imgbuild_env(&args, env);
+        (tag, out)
+    };
+
+    // Credentials from a Docker config (base64 auth entry), the CA from SSL_CERT_FILE.
+    let docker_config = ctx.path("docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    let auth = sh("printf ci:s3cret | base64").trim().to_string();
+    std::fs::write(
+        docker_config.join("config.json"),
+        format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let (tag, out) = push(
+        "from-docker-config",
+        &[],
+        &[
+            ("DOCKER_CONFIG", docker_config.to_str().unwrap()),
+            ("SSL_CERT_FILE", ca),
+        ],
+    );
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+
+    // From --creds.
+    let (tag, out) = push(
+        "from-flag",
+        &["--creds", "ci:s3cret"],
+        &[("SSL_CERT_FILE", ca)],
+    );
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+
+    // From the environment.
+    let (tag, out) = push(
+        "from-env",
+        &[],
+        &[
+            ("IMGBUILD_REGISTRY_USER", "ci"),
+            ("IMGBUILD_REGISTRY_PASSWORD", "s3cret"),
+            ("SSL_CERT_FILE", ca),
+        ],
+    );
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+
+    // A wrong password: a clear error that names the source, never the secret; no tag.
+    let (tag, out) = push(
+        "wrong",
+        &["--creds", "ci:not-the-password"],
+        &[("SSL_CERT_FILE", ca)],
+    );
+    let err = assert_fails_with(
+        &out,
+        &[
+            &reg.addr,
+            "team/app",
+            "rejected the credentials for user 'ci' from --creds",
+        ],
+    );
+    assert!(!err.contains("not-the-password"), "{err}");
+    let check = std::process::Command::new("skopeo")
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "ci:s3cret",
+            &format!("docker://{tag}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !check.status.success(),
+        "the tag exists after a failed push"
+    );
+
+    // No credentials at all: says how to provide them.
+    let (_, out) = push("anonymous", &[], &[("SSL_CERT_FILE", ca)]);
+    assert_fails_with(&out, &["no credentials were found", "--creds"]);
+
+    // The certificate is not trusted without the CA, unless the host is marked insecure.
+    let (_, out) = push("untrusted", &["--creds", "ci:s3cret"], &[]);
+    assert_fails_with(&out, &["cannot reach registry", &reg.addr]);
+    let (tag, out) = push(
+        "insecure",
+        &["--creds", "ci:s3cret", "--insecure-registry", &reg.addr],
+        &[],
+    );
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+}
+
+#[test]
+fn base_from_the_same_registry_is_mounted_not_uploaded() {
+    let reg = Registry::start(RegistryOptions::default());
+    let ctx = TestContext::new();
+    // A base image, pushed to the registry by skopeo.
+    let base_layout = ctx.path("base");
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["busybox"]).to_str().unwrap(),
+        "--prefix",
+        "/usr/local/bb",
+        "--output",
+        base_layout.to_str().unwrap(),
+        "--tag",
+        "base",
+    ]));
+    let base_ref = format!("{}/base/bb:1", reg.addr);
+    sh(&format!(
+        "skopeo copy --dest-tls-verify=false oci:{}:base docker://{base_ref}",
+        base_layout.display()
+    ));
+    let base_layers = manifest(&base_layout)["layers"].as_array().unwrap().len();
+
+    let app = format!("{}/apps/app:1", reg.addr);
+    let out = ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["whereami"]).to_str().unwrap(),
+        "--base",
+        &base_ref,
+        "--tag",
+        &app,
+        "--push",
+        "--insecure-registry",
+        &reg.addr,
+        "--output",
+        ctx.path("app").to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    let summary = push_summary(&out, &app);
+    assert!(
+        summary.contains(&format!("mounted {base_layers} ")),
+        "{summary}"
+    );
+    assert!(reg.count("mount=sha256") >= base_layers, "{}", reg.log());
+    // The app image starts with the base's layers, byte for byte.
+    let app_layers = manifest(&ctx.path("app"))["layers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        &app_layers[..base_layers],
+        manifest(&base_layout)["layers"]
+            .as_array()
+            .unwrap()
+            .as_slice()
+    );
+    let inspect = sh(&format!("skopeo inspect --tls-verify=false docker://{app}"));
+    assert!(inspect.contains(&pushed_digest(&out, &app)), "{inspect}");
+}
+
+#[test]
+fn push_errors_are_specific() {
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["busybox"]);
+    // --push without a registry tag.
+    let out = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--push",
+        "--tag",
+        "local:1",
+    ]);
+    assert_fails_with(
+        &out,
+        &["--push needs a --tag that names a registry", "local:1"],
+    );
+    // Nothing listening: names the registry.
+    let out = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--push",
+        "--tag",
+        "127.0.0.1:9/x/y:1",
+        "--insecure-registry",
+        "127.0.0.1:9",
+    ]);
+    assert_fails_with(&out, &["cannot reach registry 127.0.0.1:9"]);
+    // `imgbuild push` of something that is not a layout.
+    let out = ctx.imgbuild(&[
+        "push",
+        ctx.path("nothing").to_str().unwrap(),
+        "127.0.0.1:9/x/y:1",
+    ]);
+    assert_fails_with(&out, &["cannot push", "index.json"]);
+}
