@@ -305,3 +305,151 @@ fn push_errors_are_specific() {
     ]);
     assert_fails_with(&out, &["cannot push", "index.json"]);
 }
+
+#[test]
+fn push_survives_resets_and_server_errors() {
+    let reg = Registry::start(RegistryOptions::default());
+    let proxy = crate::common::faults::FaultProxy::start(&reg.addr, 12);
+    let ctx = TestContext::new();
+    let tag = format!("{}/faulty/app:1", proxy.addr);
+    let out = ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["whereami", "bigdata"]).to_str().unwrap(),
+        "--big-package-threshold",
+        "1MiB",
+        "--tag",
+        &tag,
+        "--push",
+        "--insecure-registry",
+        &proxy.addr,
+    ]);
+    assert_ok(&out);
+    assert_eq!(
+        proxy.injected.load(std::sync::atomic::Ordering::SeqCst),
+        12,
+        "faults were injected"
+    );
+    assert!(proxy.requests.load(std::sync::atomic::Ordering::SeqCst) > 12);
+    let digest = pushed_digest(&out, &tag);
+    // Read back from the registry directly: same digest, every blob intact.
+    let direct = format!("{}/faulty/app:1", reg.addr);
+    let inspect = sh(&format!(
+        "skopeo inspect --tls-verify=false docker://{direct}"
+    ));
+    assert!(inspect.contains(&digest), "{inspect}");
+    let copy = ctx.path("copy");
+    sh(&format!(
+        "skopeo copy --src-tls-verify=false docker://{direct} oci:{}:x",
+        copy.display()
+    ));
+    let report = sh(&format!(
+        "{}/../../../shared/tools/validate-image.sh {}:x 2>&1",
+        env!("CARGO_MANIFEST_DIR"),
+        copy.display()
+    ));
+    assert!(report.contains("0 failed"), "{report}");
+}
+
+/// Writes a one-layer image layout whose layer is `size` random bytes; returns its digest.
+pub fn random_layer_layout(dir: &std::path::Path, size_mib: usize) -> String {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let tmp = dir.join("layer.tmp");
+    sh(&format!(
+        "head -c {size_mib}M /dev/urandom > {}",
+        tmp.display()
+    ));
+    let hex = sh(&format!("sha256sum {}", tmp.display()))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::rename(&tmp, blobs.join(&hex)).unwrap();
+    let layer = format!("sha256:{hex}");
+    let put = |bytes: &[u8]| {
+        use sha2::Digest;
+        let h = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&h), bytes).unwrap();
+        (format!("sha256:{h}"), bytes.len())
+    };
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer]},
+    });
+    let (cfg_digest, cfg_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest, "size": cfg_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": size_mib << 20}],
+    });
+    let (m_digest, m_size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m_digest, "size": m_size,
+                        "annotations": {"org.opencontainers.image.ref.name": "big"}}],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    m_digest
+}
+
+#[test]
+fn a_one_gib_layer_pushes_in_chunks_with_bounded_memory() {
+    let reg = Registry::start(RegistryOptions::default());
+    let ctx = TestContext::new();
+    let layout = ctx.path("big");
+    let digest = random_layer_layout(&layout, 1024);
+    let target = format!("{}/big/layer:1", reg.addr);
+    // Peak RSS of the child, from the kernel's accounting (ru_maxrss, KiB).
+    let script = format!(
+        "import resource, subprocess, sys\n\
+         r = subprocess.run([{bin:?}, 'push', {layout:?}, {target:?}, '--insecure-registry', {addr:?}], capture_output=True, text=True)\n\
+         sys.stdout.write(r.stdout)\n\
+         sys.stderr.write(r.stderr)\n\
+         print('maxrss_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+         sys.exit(r.returncode)\n",
+        bin = env!("CARGO_BIN_EXE_imgbuild"),
+        layout = format!("{}:big", layout.display()),
+        addr = reg.addr,
+    );
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("pushed {target} {digest}: uploaded 2 blobs")),
+        "{stdout}"
+    );
+    let rss_kib: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("peak RSS pushing a 1 GiB layer: {} MiB", rss_kib / 1024);
+    assert!(
+        rss_kib < 200 * 1024,
+        "peak RSS {rss_kib} KiB is over 200 MB"
+    );
+    // 1 GiB in 16 MiB chunks: 64 PATCH requests, then one PUT to finish.
+    assert_eq!(
+        reg.count("\"PATCH /v2/big/layer/blobs/uploads/"),
+        64,
+        "{}",
+        reg.log()
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let inspect = sh(&format!(
+        "skopeo inspect --raw --tls-verify=false docker://{target}"
+    ));
+    assert!(inspect.contains("\"size\":1073741824"), "{inspect}");
+}

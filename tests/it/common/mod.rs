@@ -2,6 +2,7 @@
 //! the real `imgbuild` binary and read what it wrote.
 
 pub mod channel;
+pub mod faults;
 pub mod registry;
 pub mod server;
 

@@ -75,7 +75,9 @@ impl RegistryClient {
             .any(|h| h == host || h == registry);
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30));
+            .connect_timeout(Duration::from_secs(30))
+            // A registry that stops answering mid-request is a transient failure, not a hang.
+            .read_timeout(Duration::from_secs(60));
         if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
             let pem = std::fs::read(&path).map_err(|e| {
                 RegistryError::Config(format!("SSL_CERT_FILE={}: {e}", Path::new(&path).display()))
