@@ -220,6 +220,7 @@ fn same_inputs_give_identical_digests_even_with_another_cache_dir() {
     // Second build: a different cache dir, so nothing is shared but the inputs.
     let spec = ctx.path("environment.yml");
     let res = std::process::Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .env("IMGBUILD_BASE", "scratch")
         .args([
             "--spec",
             spec.to_str().unwrap(),
@@ -250,6 +251,7 @@ fn same_inputs_give_identical_digests_even_with_another_cache_dir() {
     // SOURCE_DATE_EPOCH changes the timestamps, so the digest.
     let c = ctx.path("c");
     let res = std::process::Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .env("IMGBUILD_BASE", "scratch")
         .args([
             "--spec",
             spec.to_str().unwrap(),

@@ -268,6 +268,64 @@ fn base_from_the_same_registry_is_mounted_not_uploaded() {
     );
     let inspect = sh(&format!("skopeo inspect --tls-verify=false docker://{app}"));
     assert!(inspect.contains(&pushed_digest(&out, &app)), "{inspect}");
+
+    // Pushed only to the base's registry, with a fresh cache: the base layers are mounted and
+    // never downloaded.
+    let fresh = ctx.path("fresh-cache");
+    let blob_gets_before = reg.count("\"GET /v2/base/bb/blobs/");
+    let app2 = format!("{}/apps/other:1", reg.addr);
+    let out = ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["whereami"]).to_str().unwrap(),
+        "--base",
+        &base_ref,
+        "--tag",
+        &app2,
+        "--push",
+        "--insecure-registry",
+        &reg.addr,
+        "--cache-dir",
+        fresh.to_str().unwrap(),
+    ]);
+    assert_ok(&out);
+    assert!(push_summary(&out, &app2).contains(&format!("mounted {base_layers} ")));
+    for layer in manifest(&base_layout)["layers"].as_array().unwrap() {
+        let digest = layer["digest"].as_str().unwrap();
+        assert!(
+            !blob(&fresh, digest).exists(),
+            "base layer {digest} was downloaded"
+        );
+    }
+    assert_eq!(
+        reg.count("\"GET /v2/base/bb/blobs/"),
+        blob_gets_before + 1,
+        "only the config is fetched"
+    );
+}
+
+#[test]
+fn default_base_is_debian_from_docker_hub() {
+    let ctx = TestContext::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .args([
+            "--spec",
+            ctx.spec(&["busybox"]).to_str().unwrap(),
+            "--output",
+        ])
+        .arg(ctx.path("img"))
+        .env_remove("IMGBUILD_BASE")
+        .env("IMGBUILD_CACHE_DIR", ctx.path("cache"))
+        .output()
+        .unwrap();
+    // No public registry is reachable here, so the default shows up in the error.
+    assert_fails_with(
+        &out,
+        &[
+            "cannot use --base docker.io/library/debian:bookworm-slim",
+            "--base scratch",
+        ],
+    );
+    assert!(!ctx.path("img").exists());
 }
 
 #[test]

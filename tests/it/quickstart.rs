@@ -71,10 +71,13 @@ fn quickstart_example_builds_offline_and_validates() {
     let ctx = TestContext::new();
     let out = ctx.path("quickstart");
     let spec = example_dir().join("environment.yml");
+    // Exactly the README's command (with the output in the test's directory).
     assert_ok(&ctx.imgbuild(&[
         "build",
         "--spec",
         spec.to_str().unwrap(),
+        "--base",
+        "scratch",
         "--output",
         out.to_str().unwrap(),
         "--tag",

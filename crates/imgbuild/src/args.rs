@@ -87,9 +87,15 @@ pub struct BuildArgs {
     #[arg(long, default_value = "/opt/conda")]
     pub prefix: String,
 
-    /// Base image: `scratch`, `oci:DIR[:TAG]` (an OCI image layout on disk), or a registry
-    /// reference such as `debian:bookworm-slim` or `registry.example.com/base@sha256:…`.
-    #[arg(long, default_value = "scratch", value_name = "REF")]
+    /// Base image: a registry reference (`debian:bookworm-slim`,
+    /// `gcr.io/distroless/base-debian12`, `registry.example.com/base@sha256:…`),
+    /// `oci:DIR[:TAG]` (an OCI image layout on disk), or `scratch` (nothing).
+    #[arg(
+        long,
+        default_value = "docker.io/library/debian:bookworm-slim",
+        env = "IMGBUILD_BASE",
+        value_name = "REF"
+    )]
     pub base: String,
 
     /// Write an OCI image layout to this directory (new, empty, or an existing layout).

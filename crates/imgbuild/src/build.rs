@@ -91,10 +91,28 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         ),
         Base::Registry(reference) => {
             let client = registry::client_for(&reference, &registry_options)?;
+            // Layers are needed locally only to write them out or to push them elsewhere.
+            let only_pushed_to_base_registry = args.output.is_none()
+                && args.archive.is_none()
+                && push_targets
+                    .iter()
+                    .all(|t| t.registry == reference.registry);
             Some(
-                pull_image(&client, &reference, &image_platform, &store)
-                    .await
-                    .with_context(|| format!("cannot use --base {}", args.base))?,
+                pull_image(
+                    &client,
+                    &reference,
+                    &image_platform,
+                    &store,
+                    !only_pushed_to_base_registry,
+                )
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot use --base {} (for a build without a registry, use --base scratch \
+                             or --base oci:DIR[:TAG])",
+                        args.base
+                    )
+                })?,
             )
         }
     };
@@ -136,7 +154,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     .await??;
     tracing::info!("wrote {} layers in {:.1?}", layers.len(), t.elapsed());
 
-    if let Some(base) = &base {
+    if let Some(base) = base.as_ref().filter(|b| b.origin.is_none()) {
         base.import_into(&store)?;
     }
     let mut runtime = runtime;

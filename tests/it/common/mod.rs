@@ -87,6 +87,8 @@ impl TestContext {
             .env_remove("IMGBUILD_REGISTRY_PASSWORD")
             .env_remove("SSL_CERT_FILE")
             .env("DOCKER_CONFIG", self.path("no-docker-config"))
+            // No public registry is reachable from tests; they name their base when they want one.
+            .env("IMGBUILD_BASE", "scratch")
             .env("IMGBUILD_CACHE_DIR", self.path("cache"));
         for (k, v) in env {
             cmd.env(k, v);

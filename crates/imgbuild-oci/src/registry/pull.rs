@@ -7,12 +7,15 @@ use super::{Reference, RegistryClient, RegistryError};
 use crate::image::ImagePlatform;
 use crate::{BaseImage, BlobStore, Digest};
 
-/// Pulls `reference` for `platform` into `store` and returns it as a base image.
+/// Pulls `reference` for `platform` into `store` and returns it as a base image. With
+/// `fetch_layers` false only the manifest and config come down: for a build that is only
+/// pushed to the base's own registry, where the layers are mounted rather than uploaded.
 pub async fn pull_image(
     client: &RegistryClient,
     reference: &Reference,
     platform: &ImagePlatform,
     store: &BlobStore,
+    fetch_layers: bool,
 ) -> Result<BaseImage, RegistryError> {
     let repo = reference.repository.as_str();
     let unexpected = |message: String| RegistryError::Unexpected {
@@ -70,8 +73,10 @@ pub async fn pull_image(
             platform.architecture
         )));
     }
-    for layer in manifest.layers() {
-        client.pull_blob(repo, &digest_of(layer)?, store).await?;
+    if fetch_layers {
+        for layer in manifest.layers() {
+            client.pull_blob(repo, &digest_of(layer)?, store).await?;
+        }
     }
     Ok(BaseImage::from_parts(
         config,

@@ -43,7 +43,8 @@ enum Outcome {
 }
 
 /// Pushes the image manifest `manifest_digest` from `store` to `reference`. `mount_from`
-/// names, per blob, a repository on the same registry that already holds it (a base image).
+/// names, per blob, a repository on the same registry that already holds it (a base image);
+/// such a blob need not be in `store`.
 pub async fn push_image(
     client: &RegistryClient,
     store: &BlobStore,
@@ -86,6 +87,8 @@ pub async fn push_image(
             if from != repo && client.mount_blob(repo, &digest, from).await? {
                 return Ok(Outcome::Mounted(size));
             }
+            // The registry would not mount it: fetch it from there (once) and upload.
+            client.pull_blob(from, &digest, store).await?;
         }
         let path = store.path(&digest);
         if !path.is_file() {
