@@ -103,6 +103,7 @@ fn tls_registry_with_basic_auth_takes_every_credential_source() {
     let reg = Registry::start(RegistryOptions {
         tls: true,
         htpasswd: Some(("ci", "s3cret")),
+        ..RegistryOptions::default()
     });
     let ca = reg.ca.clone().unwrap();
     let ca = ca.to_str().unwrap();
@@ -510,4 +511,78 @@ fn a_one_gib_layer_pushes_in_chunks_with_bounded_memory() {
         "skopeo inspect --raw --tls-verify=false docker://{target}"
     ));
     assert!(inspect.contains("\"size\":1073741824"), "{inspect}");
+}
+
+#[test]
+fn bearer_token_registry_push_and_pull() {
+    let reg = Registry::start(RegistryOptions {
+        token_auth: Some(("robot", "t0ken-pass")),
+        ..RegistryOptions::default()
+    });
+    let tokens = reg.tokens.as_ref().unwrap();
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["busybox"]);
+    let base = format!("{}/ml/base:1", reg.addr);
+    let out = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--tag",
+        &base,
+        "--push",
+        "--insecure-registry",
+        &reg.addr,
+        "--creds",
+        "robot:t0ken-pass",
+    ]);
+    assert_ok(&out);
+    pushed_digest(&out, &base);
+    let issued = tokens.issued.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(issued >= 1, "a token was issued");
+    assert!(
+        issued <= 3,
+        "tokens are cached per scope, not fetched per request ({issued})"
+    );
+
+    // Pull as a base (token for pull scope), push to another repository (mount needs a token
+    // for two scopes).
+    let app = format!("{}/ml/app:1", reg.addr);
+    let out = ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["whereami"]).to_str().unwrap(),
+        "--base",
+        &base,
+        "--tag",
+        &app,
+        "--push",
+        "--insecure-registry",
+        &reg.addr,
+        "--creds",
+        "robot:t0ken-pass",
+    ]);
+    assert_ok(&out);
+    let raw: serde_json::Value = serde_json::from_str(&sh(&format!(
+        "skopeo inspect --raw --tls-verify=false --creds robot:t0ken-pass docker://{base}"
+    )))
+    .unwrap();
+    let base_layers = raw["layers"].as_array().unwrap().len();
+    let summary = push_summary(&out, &app);
+    assert!(
+        summary.contains(&format!("mounted {base_layers} ")),
+        "{summary}"
+    );
+
+    // The token server refuses a wrong password: a clear error, nothing pushed.
+    let out = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--tag",
+        &format!("{}/ml/denied:1", reg.addr),
+        "--push",
+        "--insecure-registry",
+        &reg.addr,
+        "--creds",
+        "robot:wrong",
+    ]);
+    let err = assert_fails_with(&out, &["rejected the credentials for user 'robot'"]);
+    assert!(!err.contains("wrong"), "{err}");
 }

@@ -5,6 +5,7 @@ pub mod channel;
 pub mod faults;
 pub mod registry;
 pub mod server;
+pub mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -14,6 +14,8 @@ pub struct RegistryOptions {
     pub tls: bool,
     /// Require Basic auth with this user and password (htpasswd, bcrypt).
     pub htpasswd: Option<(&'static str, &'static str)>,
+    /// Require Bearer tokens from a token server that accepts this user and password.
+    pub token_auth: Option<(&'static str, &'static str)>,
 }
 
 pub struct Registry {
@@ -23,6 +25,8 @@ pub struct Registry {
     child: Child,
     /// The CA certificate that signed the registry's certificate (with `tls`).
     pub ca: Option<PathBuf>,
+    /// The token server (with `token_auth`).
+    pub tokens: Option<super::token::TokenServer>,
 }
 
 fn free_port() -> u16 {
@@ -79,6 +83,18 @@ impl Registry {
                 d.join("htpasswd").display()
             ));
         }
+        let mut tokens = None;
+        if let Some((user, pass)) = options.token_auth {
+            let server = super::token::TokenServer::start(d, user, pass);
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                server.realm,
+                super::token::SERVICE,
+                super::token::ISSUER,
+                server.cert.display()
+            ));
+            tokens = Some(server);
+        }
         std::fs::write(d.join("config.yml"), config).unwrap();
         let log = std::fs::File::create(d.join("registry.log")).unwrap();
         let child = Command::new("docker-registry")
@@ -93,6 +109,7 @@ impl Registry {
             dir,
             child,
             ca,
+            tokens,
         };
         registry.wait_ready();
         registry

@@ -52,6 +52,8 @@ pub struct RegistryClient {
     insecure: bool,
     creds: Option<(Credentials, CredentialSource)>,
     state: Mutex<AuthState>,
+    /// Held while answering a challenge, so concurrent requests fetch one token, not many.
+    negotiating: tokio::sync::Mutex<()>,
     max_attempts: u32,
 }
 
@@ -101,6 +103,7 @@ impl RegistryClient {
             insecure,
             creds: resolve_credentials(registry, options.credentials.as_ref())?,
             state: Mutex::new(AuthState::default()),
+            negotiating: tokio::sync::Mutex::new(()),
             max_attempts: options.max_attempts.unwrap_or(6).max(1),
         })
     }
@@ -134,7 +137,8 @@ impl RegistryClient {
                 .http
                 .request(call.method.clone(), url.clone())
                 .headers(call.headers.clone());
-            if let Some(h) = self.auth_header(call.scopes) {
+            let used_auth = self.auth_header(call.scopes);
+            if let Some(h) = &used_auth {
                 req = req.header(AUTHORIZATION, h);
             }
             if let Some(body) = &call.body {
@@ -178,8 +182,13 @@ impl RegistryClient {
                     .get(WWW_AUTHENTICATE)
                     .and_then(|v| v.to_str().ok())
                     .and_then(Challenge::parse);
-                self.authenticate(challenge, call.scopes, call.repository)
-                    .await?;
+                self.authenticate(
+                    challenge,
+                    call.scopes,
+                    call.repository,
+                    used_auth.as_deref(),
+                )
+                .await?;
                 attempt -= 1;
                 continue;
             }
@@ -221,12 +230,20 @@ impl RegistryClient {
         }
     }
 
+    /// Answers a 401. `rejected` is the Authorization header the refused request carried: when
+    /// another task has already replaced it (or it was a token that has since expired and been
+    /// refreshed), nothing is fetched.
     async fn authenticate(
         &self,
         challenge: Option<Challenge>,
         scopes: &[String],
         repository: &str,
+        rejected: Option<&str>,
     ) -> Result<(), RegistryError> {
+        let _negotiating = self.negotiating.lock().await;
+        if self.auth_header(scopes).as_deref() != rejected {
+            return Ok(());
+        }
         match challenge {
             Some(Challenge::Basic) | None => {
                 if self.creds.is_none() {
