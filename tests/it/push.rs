@@ -165,6 +165,44 @@ fn tls_registry_with_basic_auth_takes_every_credential_source() {
     assert_ok(&out);
     pushed_digest(&out, &tag);
 
+    // From a credential helper named in credHelpers (docker-credential-<name> on PATH).
+    let helper_dir = ctx.path("helpers");
+    std::fs::create_dir_all(&helper_dir).unwrap();
+    let helper = helper_dir.join("docker-credential-imgbuild-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n[ \"$server\" = \"{}\" ] || exit 1\n\
+             echo '{{\"ServerURL\":\"'$server'\",\"Username\":\"ci\",\"Secret\":\"s3cret\"}}'\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    sh(&format!("chmod +x {}", helper.display()));
+    let helper_config = ctx.path("docker-helper");
+    std::fs::create_dir_all(&helper_config).unwrap();
+    std::fs::write(
+        helper_config.join("config.json"),
+        format!(r#"{{"credHelpers": {{"{}": "imgbuild-test"}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        helper_dir.display(),
+        std::env::var("PATH").unwrap()
+    );
+    let (tag, out) = push(
+        "from-helper",
+        &[],
+        &[
+            ("DOCKER_CONFIG", helper_config.to_str().unwrap()),
+            ("PATH", &path),
+            ("SSL_CERT_FILE", ca),
+        ],
+    );
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+
     // A wrong password: a clear error that names the source, never the secret; no tag.
     let (tag, out) = push(
         "wrong",
