@@ -73,6 +73,8 @@ pub enum BuildError {
     },
     #[error("could not install the environment: {message}")]
     Install { message: String },
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -11,7 +11,7 @@ use futures::future::try_join_all;
 use rattler::install::{ExternalSymlinkPolicy, Installer};
 use rattler_cache::package_cache::{CacheMetadata, PackageCache};
 use rattler_conda_types::package::{FileMode, PathsJson};
-use rattler_conda_types::{MatchSpec, RepoDataRecord};
+use rattler_conda_types::RepoDataRecord;
 use rattler_networking::retry_policies::default_retry_policy;
 use tempfile::TempDir;
 
@@ -56,7 +56,6 @@ pub async fn install(
     records: &[RepoDataRecord],
     prefix: &InstallPrefix,
     platform: TargetPlatform,
-    requested: &[MatchSpec],
 ) -> Result<StagingRoot, BuildError> {
     let cache = ctx.package_cache();
     let fetched = try_join_all(records.iter().map(|r| fetch(ctx, &cache, r))).await?;
@@ -79,7 +78,8 @@ pub async fn install(
         // Link scripts would run on the build host, against the staging path.
         .with_execute_link_scripts(false)
         .with_external_symlink_policy(ExternalSymlinkPolicy::Deny)
-        .with_requested_specs(requested.to_vec())
+        // No requested specs in conda-meta: a build from a lock file has none, and building
+        // from the spec or from its lock must give the same bytes.
         .install(dir.path(), records.to_vec())
         .await
         .map_err(|e| BuildError::Install { message: chain(&e) })?;

@@ -8,6 +8,7 @@
 
 mod error;
 pub mod install;
+pub mod lock;
 mod normalize;
 pub mod prefix;
 pub mod solve;
@@ -21,6 +22,7 @@ use reqwest_middleware::ClientWithMiddleware;
 
 pub use error::{BuildError, SpecError};
 pub use install::StagingRoot;
+pub use lock::{LockError, LockFormat, LockedEnvironment};
 pub use prefix::InstallPrefix;
 pub use spec::EnvSpec;
 pub use target::{Target, TargetPlatform};

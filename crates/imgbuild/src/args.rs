@@ -35,6 +35,35 @@ pub enum Command {
     Build(Box<BuildArgs>),
     /// Push an image from an OCI image layout to a registry.
     Push(PushArgs),
+    /// Solve an environment.yml for one or more platforms and write a lock file (pixi.lock format).
+    Lock(LockArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// environment.yml to solve.
+    #[arg(long, value_name = "FILE")]
+    pub spec: std::path::PathBuf,
+
+    /// Platforms to solve for (repeatable); default linux/amd64.
+    #[arg(long = "platform", value_name = "PLATFORM")]
+    pub platforms: Vec<String>,
+
+    /// CUDA version of the target (__cuda), e.g. 11.8.
+    #[arg(long, value_name = "VER")]
+    pub cuda: Option<String>,
+
+    /// glibc version of the target (__glibc); default 2.28.
+    #[arg(long, value_name = "VER")]
+    pub glibc: Option<String>,
+
+    /// Where to write the lock file; default: next to the spec, environment.yml → environment.lock.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+
+    /// Repodata cache.
+    #[arg(long, value_name = "DIR", env = "IMGBUILD_CACHE_DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -76,8 +105,25 @@ pub enum CompressionArg {
 #[derive(Debug, Clone, Args)]
 pub struct BuildArgs {
     /// environment.yml to build (name, channels, dependencies).
-    #[arg(long, value_name = "FILE", required = true)]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "lock",
+        conflicts_with = "lock"
+    )]
     pub spec: Option<PathBuf>,
+
+    /// Build exactly the packages of this lock file (pixi.lock, conda-lock.yml, @EXPLICIT): no solve.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+
+    /// The pixi.lock environment to build.
+    #[arg(long, value_name = "NAME", requires = "lock")]
+    pub environment: Option<String>,
+
+    /// Also write the solve as a lock file next to the spec (environment.yml → environment.lock).
+    #[arg(long, conflicts_with = "lock")]
+    pub write_lock: bool,
 
     /// Target platform: linux/amd64, linux/arm64 (or conda subdirs linux-64, linux-aarch64).
     #[arg(long, default_value = "linux/amd64")]

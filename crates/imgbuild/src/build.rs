@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
-use imgbuild_builder::{install, solve, Context, EnvSpec, InstallPrefix, Target, TargetPlatform};
+use imgbuild_builder::{
+    install, lock, solve, Context, EnvSpec, InstallPrefix, Target, TargetPlatform,
+};
 use imgbuild_layer::{collect_owners, plan_layers, write_layers, PlanOptions, WriteOptions};
 use imgbuild_oci::{archive, image, layout, BaseImage, BlobStore, Compression, RuntimeConfig};
 
@@ -45,7 +47,6 @@ fn parse_base(s: &str) -> Result<Base> {
 
 pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     let started = Instant::now();
-    let spec_path = args.spec.clone().context("missing --spec FILE")?;
     if args.output.is_none() && args.archive.is_none() && !args.push {
         bail!("nothing to write: give --output DIR (an OCI image layout), --archive FILE (an OCI archive) and/or --push");
     }
@@ -58,8 +59,14 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     if let Some(out) = &args.output {
         layout::check_output_dir(out)?;
     }
-    let spec = EnvSpec::from_path(&spec_path)?;
-    spec.ensure_no_pip()?;
+    let spec = match &args.spec {
+        Some(path) => {
+            let spec = EnvSpec::from_path(path)?;
+            spec.ensure_no_pip()?;
+            Some(spec)
+        }
+        None => None,
+    };
     let platform: TargetPlatform = args.platform.parse()?;
     let target = Target::new(platform, args.glibc.as_deref(), args.cuda.as_deref())?;
     let prefix = InstallPrefix::parse(&args.prefix)?;
@@ -118,8 +125,37 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     };
 
     let t = Instant::now();
-    let records = solve::solve(&ctx, &spec, &target).await?;
-    tracing::info!("solved {} packages in {:.1?}", records.len(), t.elapsed());
+    let records = match (&spec, &args.lock) {
+        (_, Some(lock_path)) => {
+            let locked = lock::read_lock(lock_path, args.environment.as_deref(), platform)?;
+            tracing::info!(
+                "{} packages from {} ({} with a hash to check)",
+                locked.records.len(),
+                lock_path.display(),
+                locked.hashed
+            );
+            locked.records
+        }
+        (Some(spec), None) => {
+            let records = solve::solve(&ctx, spec, &target).await?;
+            tracing::info!("solved {} packages in {:.1?}", records.len(), t.elapsed());
+            if args.write_lock {
+                let path = crate::lock::default_lock_path(&spec.path);
+                lock::write_lock(
+                    &path,
+                    &spec.resolved_channels()?,
+                    &[lock::SolvedPlatform {
+                        platform,
+                        virtual_packages: target.virtual_packages(),
+                        records: records.clone(),
+                    }],
+                )?;
+                tracing::info!("wrote {}", path.display());
+            }
+            records
+        }
+        (None, None) => bail!("give --spec FILE or --lock FILE"),
+    };
     if base.is_none() {
         let needy = solve::packages_needing_glibc(&records);
         if !needy.is_empty() {
@@ -132,7 +168,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     }
 
     let t = Instant::now();
-    let staging = install::install(&ctx, &records, &prefix, platform, &spec.dependencies).await?;
+    let staging = install::install(&ctx, &records, &prefix, platform).await?;
     tracing::info!("installed into staging root in {:.1?}", t.elapsed());
 
     let t = Instant::now();

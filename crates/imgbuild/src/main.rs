@@ -2,6 +2,7 @@
 
 mod args;
 mod build;
+mod lock;
 mod registry;
 
 use std::process::ExitCode;
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Build(args)) => runtime.block_on(build::run(*args, cli.quiet)),
         Some(Command::Push(args)) => runtime.block_on(registry::run_push(args)),
+        Some(Command::Lock(args)) => runtime.block_on(lock::run(args)),
         None => runtime.block_on(build::run(cli.build, cli.quiet)),
     };
     match result {

@@ -1,0 +1,387 @@
+//! Lock files: `imgbuild lock` writes the pixi.lock format (through rattler_lock), with the
+//! target's virtual packages recorded per platform; `build --lock` reads pixi.lock, conda-lock
+//! v1 (`conda-lock.yml`) and `@EXPLICIT` files and never solves or reads repodata.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use rattler_conda_types::package::{ArchiveIdentifier, DistArchiveIdentifier};
+use rattler_conda_types::PackageArchiveHash;
+use rattler_conda_types::{
+    Channel, ExplicitEnvironmentSpec, GenericVirtualPackage, PackageName, PackageRecord,
+    RepoDataRecord, VersionWithSource,
+};
+use rattler_lock::{LockFile, PlatformData, PlatformName};
+use url::Url;
+
+use crate::target::TargetPlatform;
+
+/// The lock formats `build --lock` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockFormat {
+    /// pixi.lock (what `imgbuild lock` writes).
+    Pixi,
+    /// conda-lock's unified `conda-lock.yml`, version 1.
+    CondaLockV1,
+    /// `conda list --explicit` / conda-lock rendered files.
+    Explicit,
+}
+
+/// The exact packages of one environment and platform, from a lock file.
+#[derive(Debug, Clone)]
+pub struct LockedEnvironment {
+    pub format: LockFormat,
+    /// Sorted by package name.
+    pub records: Vec<RepoDataRecord>,
+    /// How many records carry a sha256 or md5 that downloads are checked against.
+    pub hashed: usize,
+}
+
+/// A problem with a lock file.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot read lock file {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: not a lock file imgbuild reads (pixi.lock as written by `imgbuild lock`, \
+         conda-lock v1 conda-lock.yml, or an @EXPLICIT file)"
+    )]
+    UnknownFormat { path: std::path::PathBuf },
+    #[error("{path}: {message}")]
+    Invalid {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("cannot write lock file {path}: {message}")]
+    Write {
+        path: std::path::PathBuf,
+        message: String,
+    },
+}
+
+/// Reads the packages for `platform` (and `environment`, for pixi.lock; default `default`).
+pub fn read_lock(
+    path: &Path,
+    environment: Option<&str>,
+    platform: TargetPlatform,
+) -> Result<LockedEnvironment, LockError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LockError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let invalid = |message: String| LockError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let subdir = platform.subdir();
+    let mut records = if text.lines().any(|l| l.trim() == "@EXPLICIT") {
+        read_explicit(&text, path, platform)?
+    } else {
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&text).map_err(|_| LockError::UnknownFormat {
+                path: path.to_path_buf(),
+            })?;
+        if doc.get("package").is_some() && doc.get("metadata").is_some() {
+            read_conda_lock_v1(&doc, path, platform)?
+        } else if doc.get("environments").is_some() {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let lock = LockFile::from_str_with_base_directory(&text, Some(dir))
+                .map_err(|e| invalid(e.to_string()))?;
+            let name = environment.unwrap_or("default");
+            let env = lock.environment(name).ok_or_else(|| {
+                invalid(format!(
+                    "no environment '{name}' (environments: {}); choose one with --environment",
+                    lock.environments()
+                        .map(|(n, _)| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            let lock_platform =
+                lock.platforms()
+                    .find(|p| p.subdir() == subdir)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "no packages for {subdir}; run `imgbuild lock --platform {platform}`"
+                        ))
+                    })?;
+            if env.has_pypi_packages(lock_platform) {
+                return Err(invalid(format!(
+                    "environment '{name}' has PyPI packages for {subdir}, which imgbuild cannot install yet"
+                )));
+            }
+            let records = env
+                .conda_repodata_records(lock_platform)
+                .map_err(|e| invalid(e.to_string()))?
+                .ok_or_else(|| {
+                    invalid(format!("environment '{name}' has no packages for {subdir}"))
+                })?;
+            return Ok(finish(LockFormat::Pixi, records));
+        } else {
+            return Err(LockError::UnknownFormat {
+                path: path.to_path_buf(),
+            });
+        }
+    };
+    if records.is_empty() {
+        return Err(invalid(format!("no packages for {subdir}")));
+    }
+    let format = if text.lines().any(|l| l.trim() == "@EXPLICIT") {
+        LockFormat::Explicit
+    } else {
+        LockFormat::CondaLockV1
+    };
+    records.sort_by(|a, b| a.package_record.name.cmp(&b.package_record.name));
+    Ok(finish(format, records))
+}
+
+fn finish(format: LockFormat, mut records: Vec<RepoDataRecord>) -> LockedEnvironment {
+    records.sort_by(|a, b| a.package_record.name.cmp(&b.package_record.name));
+    let hashed = records
+        .iter()
+        .filter(|r| r.package_record.sha256.is_some() || r.package_record.md5.is_some())
+        .count();
+    LockedEnvironment {
+        format,
+        records,
+        hashed,
+    }
+}
+
+/// A record for a package known only by its URL (and maybe hashes), as in explicit files.
+fn record_from_url(url: Url, path: &Path) -> Result<RepoDataRecord, LockError> {
+    let invalid = |message: String| LockError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut clean = url.clone();
+    clean.set_fragment(None);
+    let file = clean
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .unwrap_or_default()
+        .to_string();
+    let identifier = DistArchiveIdentifier::try_from_filename(&file).ok_or_else(|| {
+        invalid(format!(
+            "'{clean}' does not end in a conda package file name"
+        ))
+    })?;
+    let ArchiveIdentifier {
+        name,
+        version,
+        build_string,
+    } = identifier.identifier.clone();
+    let subdir = clean
+        .path_segments()
+        .and_then(|s| s.rev().nth(1).map(str::to_string))
+        .unwrap_or_default();
+    let mut record = PackageRecord::new(
+        PackageName::new_unchecked(name),
+        VersionWithSource::from_str(&version).map_err(|e| invalid(format!("{clean}: {e}")))?,
+        build_string
+            .parse()
+            .map_err(|e| invalid(format!("{clean}: {e:?}")))?,
+    );
+    record.subdir = subdir;
+    let channel = clean.as_str().rsplitn(3, '/').nth(2).map(str::to_string);
+    Ok(RepoDataRecord {
+        package_record: record,
+        identifier,
+        url: clean,
+        channel,
+    })
+}
+
+fn read_explicit(
+    text: &str,
+    path: &Path,
+    platform: TargetPlatform,
+) -> Result<Vec<RepoDataRecord>, LockError> {
+    let spec =
+        ExplicitEnvironmentSpec::from_reader(text.as_bytes()).map_err(|e| LockError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if let Some(p) = spec.platform {
+        if p != platform.subdir() {
+            return Err(LockError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the file is for {p}, but the target is {}",
+                    platform.subdir()
+                ),
+            });
+        }
+    }
+    spec.packages
+        .into_iter()
+        .map(|entry| {
+            let hash = entry
+                .package_archive_hash()
+                .map_err(|e| LockError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("{}: {e}", entry.url),
+                })?;
+            let mut record = record_from_url(entry.url, path)?;
+            match hash {
+                Some(PackageArchiveHash::Md5(h)) => record.package_record.md5 = Some(h),
+                Some(PackageArchiveHash::Sha256(h)) => record.package_record.sha256 = Some(h),
+                None => {}
+            }
+            Ok(record)
+        })
+        .collect()
+}
+
+fn read_conda_lock_v1(
+    doc: &serde_yaml::Value,
+    path: &Path,
+    platform: TargetPlatform,
+) -> Result<Vec<RepoDataRecord>, LockError> {
+    let invalid = |message: String| LockError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    if doc["version"].as_u64() != Some(1) {
+        return Err(invalid(format!(
+            "conda-lock version {:?} is not supported (only 1)",
+            doc["version"]
+        )));
+    }
+    let subdir = platform.subdir().to_string();
+    let mut out = Vec::new();
+    for (i, pkg) in doc["package"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        if pkg["platform"].as_str() != Some(subdir.as_str())
+            || pkg["category"].as_str().is_some_and(|c| c != "main")
+        {
+            continue;
+        }
+        let name = pkg["name"].as_str().unwrap_or("?");
+        if pkg["manager"].as_str() != Some("conda") {
+            return Err(invalid(format!(
+                "package[{i}] '{name}' is managed by {:?}; imgbuild installs conda packages only for now",
+                pkg["manager"]
+            )));
+        }
+        let url = pkg["url"]
+            .as_str()
+            .and_then(|u| Url::parse(u).ok())
+            .ok_or_else(|| invalid(format!("package[{i}] '{name}' has no valid url")))?;
+        let mut record = record_from_url(url, path)?;
+        let hash = |key: &str| pkg["hash"][key].as_str().map(str::to_string);
+        if let Some(h) = hash("sha256") {
+            record.package_record.sha256 = Some(
+                parse_hex(&h)
+                    .ok_or_else(|| invalid(format!("package '{name}': bad sha256")))?
+                    .into(),
+            );
+        }
+        if let Some(h) = hash("md5") {
+            let bytes: [u8; 16] = parse_hex(&h)
+                .and_then(|v: [u8; 32]| v[..16].try_into().ok())
+                .or_else(|| {
+                    let mut b = [0u8; 16];
+                    hex_decode(&h, &mut b).then_some(b)
+                })
+                .ok_or_else(|| invalid(format!("package '{name}': bad md5")))?;
+            record.package_record.md5 = Some(bytes.into());
+        }
+        if let Some(deps) = pkg["dependencies"].as_mapping() {
+            record.package_record.depends = deps
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{} {}",
+                        k.as_str().unwrap_or_default(),
+                        v.as_str().unwrap_or_default()
+                    )
+                    .trim()
+                    .to_string()
+                })
+                .collect();
+        }
+        out.push(record);
+    }
+    Ok(out)
+}
+
+fn parse_hex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex_decode(s, &mut out).then_some(out)
+}
+
+fn hex_decode(s: &str, out: &mut [u8]) -> bool {
+    if s.len() != out.len() * 2 {
+        return false;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        match u8::from_str_radix(&s[2 * i..2 * i + 2], 16) {
+            Ok(b) => *byte = b,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// One platform's solve, as `imgbuild lock` records it.
+pub struct SolvedPlatform {
+    pub platform: TargetPlatform,
+    pub virtual_packages: Vec<GenericVirtualPackage>,
+    pub records: Vec<RepoDataRecord>,
+}
+
+/// Writes a pixi.lock with one `default` environment; replaced atomically.
+pub fn write_lock(
+    path: &Path,
+    channels: &[Channel],
+    solved: &[SolvedPlatform],
+) -> Result<(), LockError> {
+    let err = |message: String| LockError::Write {
+        path: path.to_path_buf(),
+        message,
+    };
+    let platforms = solved
+        .iter()
+        .map(|s| PlatformData {
+            name: PlatformName::from(&s.platform.subdir()),
+            subdir: s.platform.subdir(),
+            virtual_packages: s.virtual_packages.iter().map(|v| v.to_string()).collect(),
+        })
+        .collect();
+    let mut builder = LockFile::builder()
+        .with_platforms(platforms)
+        .map_err(|e| err(e.to_string()))?;
+    builder.set_channels("default", channels.iter().map(|c| c.base_url.to_string()));
+    for s in solved {
+        let name = PlatformName::from(&s.platform.subdir());
+        builder
+            .add_environment_platform("default", &name)
+            .map_err(|e| err(e.to_string()))?;
+        for record in &s.records {
+            builder
+                .add_conda_package("default", &name, record.clone().into())
+                .map_err(|e| err(e.to_string()))?;
+        }
+    }
+    let text = builder
+        .finish()
+        .render_to_string()
+        .map_err(|e| err(e.to_string()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
+    std::io::Write::write_all(&mut temp, text.as_bytes()).map_err(|e| err(e.to_string()))?;
+    temp.persist(path).map_err(|e| err(e.error.to_string()))?;
+    Ok(())
+}
