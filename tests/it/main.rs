@@ -5,5 +5,6 @@
 mod build;
 mod common;
 mod errors;
+mod lock;
 mod push;
 mod quickstart;
