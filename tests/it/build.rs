@@ -403,7 +403,7 @@ fn target_virtual_packages_come_from_flags_not_the_host() {
         "--output",
         out.to_str().unwrap(),
     ]);
-    assert_fails_with(&res, &["cannot solve", "__cuda"]);
+    assert_fails_with(&res, &["cannot solve", "__cuda", "--cuda VERSION"]);
     assert_ok(&ctx.imgbuild(&[
         "--spec",
         spec.to_str().unwrap(),
@@ -483,4 +483,45 @@ fn arm64_images_from_an_x86_64_host() {
         &res,
         &["cannot solve the environment for linux/arm64", "binlib"],
     );
+}
+
+#[test]
+fn a_cpu_build_picked_on_a_gpu_less_host_is_called_out() {
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["torchlike"]);
+    let data = |out: &std::path::Path| {
+        layer_entries(out)
+            .into_iter()
+            .find(|e| e.path == "opt/conda/lib/torchlike.txt")
+            .map(|e| String::from_utf8(e.data).unwrap())
+            .unwrap()
+    };
+    // Without --cuda: the CPU build, with a warning that names the package and the flag.
+    let cpu = ctx.path("cpu");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        cpu.to_str().unwrap(),
+    ]);
+    assert_ok(&res);
+    let err = stderr(&res);
+    assert!(
+        err.contains("torchlike: the solver picked a build without CUDA") && err.contains("--cuda"),
+        "{err}"
+    );
+    assert_eq!(data(&cpu), "cpu\n");
+    // With --cuda: the CUDA build, and no warning.
+    let gpu = ctx.path("gpu");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        gpu.to_str().unwrap(),
+        "--cuda",
+        "11.8",
+    ]);
+    assert_ok(&res);
+    assert!(!stderr(&res).contains("without CUDA"), "{}", stderr(&res));
+    assert_eq!(data(&gpu), "cuda\n");
 }

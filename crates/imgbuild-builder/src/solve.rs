@@ -44,15 +44,58 @@ pub async fn solve(
     task.virtual_packages = target.virtual_packages();
     task.channel_priority = ChannelPriority::Strict;
     let result = Solver.solve(task).map_err(|e| match e {
-        SolveError::Unsolvable(problems) => BuildError::Unsolvable {
-            platform: target.platform.to_string(),
-            problems,
-        },
+        SolveError::Unsolvable(mut problems) => {
+            if target.cuda.is_none() && problems.iter().any(|p| p.contains("__cuda")) {
+                problems.push(
+                    "hint: a package needs a GPU driver (__cuda), but the target has none; \
+                     build for a GPU with --cuda VERSION (e.g. --cuda 11.8)"
+                        .to_string(),
+                );
+            }
+            BuildError::Unsolvable {
+                platform: target.platform.to_string(),
+                problems,
+            }
+        }
         other => BuildError::Solver(other.to_string()),
     })?;
     let mut records = result.records;
     records.sort_by(|a, b| a.package_record.name.cmp(&b.package_record.name));
+    if target.cuda.is_none() {
+        for name in cpu_builds_with_cuda_alternatives(&records, &output.repodata) {
+            tracing::warn!(
+                "{name}: the solver picked a build without CUDA although CUDA builds exist in the \
+                 channels; the target has no GPU unless you pass --cuda VERSION (e.g. --cuda 11.8)"
+            );
+        }
+    }
     Ok(records)
+}
+
+/// Solved packages that do not use CUDA while a build of the same package in the channels
+/// does: the classic silent-CPU-pytorch trap of building on a host without a GPU.
+pub fn cpu_builds_with_cuda_alternatives(
+    records: &[RepoDataRecord],
+    available: &[rattler_repodata_gateway::RepoData],
+) -> Vec<String> {
+    let uses_cuda = |r: &RepoDataRecord| {
+        r.package_record
+            .depends
+            .iter()
+            .any(|d| d.starts_with("__cuda"))
+            || r.package_record.build.to_string().contains("cuda")
+    };
+    records
+        .iter()
+        .filter(|r| !uses_cuda(r))
+        .filter(|r| {
+            available.iter().any(|repo| {
+                repo.iter()
+                    .any(|c| c.package_record.name == r.package_record.name && uses_cuda(c))
+            })
+        })
+        .map(|r| r.package_record.name.as_normalized().to_string())
+        .collect()
 }
 
 /// Names of solved packages that need a C library (`__glibc`): they will not run on `scratch`.

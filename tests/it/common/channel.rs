@@ -95,6 +95,11 @@ impl Package {
             "subdir": self.subdir,
             "timestamp": 1_700_000_000_000u64,
         });
+        // Like pytorch's CPU variants: a track feature makes the solver prefer other builds
+        // when both are possible.
+        if self.build.starts_with("cpu") {
+            index["track_features"] = json!("cpuonly");
+        }
         if let Some(kind) = self.noarch {
             index["noarch"] = json!(kind);
         } else {
@@ -293,6 +298,29 @@ pub fn fixture_packages(busybox: &[u8]) -> Vec<Package> {
                 ("site-packages/hello_py-1.0.dist-info/METADATA", text("Name: hello-py\nVersion: 1.0\n".into(), false, false)),
             ],
             entry_points: vec!["hello-py = hello_py:main"],
+            conda_format: true,
+        },
+        // A CPU build and a CUDA build of the same package, like pytorch.
+        Package {
+            name: "torchlike",
+            version: "2.0",
+            build: "cpu_0",
+            subdir: "linux-64",
+            noarch: None,
+            depends: vec![],
+            files: vec![("lib/torchlike.txt", text("cpu\n".into(), false, false))],
+            entry_points: vec![],
+            conda_format: true,
+        },
+        Package {
+            name: "torchlike",
+            version: "2.0",
+            build: "cuda118_0",
+            subdir: "linux-64",
+            noarch: None,
+            depends: vec!["__cuda >=11.8"],
+            files: vec![("lib/torchlike.txt", text("cuda\n".into(), false, false))],
+            entry_points: vec![],
             conda_format: true,
         },
         // Only a CUDA build exists: it must resolve with --cuda and fail without it.
