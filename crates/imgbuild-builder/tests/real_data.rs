@@ -148,3 +148,163 @@ async fn python_3_9_solves_against_real_conda_forge_repodata() {
         );
     }
 }
+
+/// Stand-in records (no files, no dependencies) for every package that the real pytorch
+/// records of interest depend on but that lives in other channels (python, mkl, nvidia's
+/// cuda-* …), each with a version chosen to satisfy the specs that ask for it.
+fn stand_ins(pytorch: &serde_json::Value, roots: &[(&str, &str)]) -> serde_json::Value {
+    use rattler_conda_types::{
+        MatchSpec, Matches, PackageName, PackageRecord, ParseStrictness, VersionWithSource,
+    };
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::str::FromStr;
+
+    let records: Vec<&serde_json::Value> =
+        pytorch["packages"].as_object().unwrap().values().collect();
+    let local: BTreeSet<&str> = records
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    let mut wanted: BTreeMap<String, Vec<MatchSpec>> = BTreeMap::new();
+    for r in &records {
+        let (name, version) = (r["name"].as_str().unwrap(), r["version"].as_str().unwrap());
+        if !roots
+            .iter()
+            .any(|(n, v)| *n == name && version.starts_with(v))
+        {
+            continue;
+        }
+        for dep in r["depends"].as_array().unwrap() {
+            let spec =
+                MatchSpec::from_str(dep.as_str().unwrap(), ParseStrictness::Lenient).unwrap();
+            let dep_name = spec.name.as_exact().unwrap().as_normalized().to_string();
+            if !dep_name.starts_with("__") && !local.contains(dep_name.as_str()) {
+                wanted.entry(dep_name).or_default().push(spec);
+            }
+        }
+    }
+    let mut packages = serde_json::Map::new();
+    for (name, specs) in wanted {
+        // Versions to try: every number in the specs, as written and with a ".0" appended.
+        let mut candidates: Vec<String> = vec!["1.0".into()];
+        for spec in &specs {
+            let text = spec
+                .version
+                .as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            for token in text
+                .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .filter(|t| !t.is_empty())
+            {
+                let token = token.trim_matches('.');
+                candidates.push(token.to_string());
+                candidates.push(format!("{token}.0"));
+            }
+        }
+        // One record per spec: the first candidate that satisfies it (shared when it fits many).
+        for spec in &specs {
+            let build = spec
+                .build
+                .as_ref()
+                .map(|b| b.to_string().replace('*', ""))
+                .unwrap_or_default();
+            let build = if build.is_empty() {
+                "standin_0".to_string()
+            } else {
+                build
+            };
+            let fits = candidates.iter().find_map(|v| {
+                let record = PackageRecord::new(
+                    PackageName::new_unchecked(name.clone()),
+                    VersionWithSource::from_str(v).ok()?,
+                    build.parse().ok()?,
+                );
+                spec.matches(&record).then(|| v.clone())
+            });
+            let Some(version) = fits else { continue };
+            let file = format!("{name}-{version}-{build}.tar.bz2");
+            packages.insert(
+                file,
+                serde_json::json!({"name": name, "version": version, "build": build, "build_number": 0,
+                                   "depends": [], "subdir": "linux-64"}),
+            );
+        }
+    }
+    serde_json::json!({"info": {"subdir": "linux-64"}, "packages": packages})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pytorch_2_0_1_with_cuda_11_8_from_the_real_pytorch_channel() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = data().join("repodata/pytorch/linux-64/repodata.json");
+    let pytorch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    let channel = |name: &str, linux: &serde_json::Value| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(dir.join("linux-64")).unwrap();
+        std::fs::create_dir_all(dir.join("noarch")).unwrap();
+        std::fs::write(
+            dir.join("linux-64/repodata.json"),
+            serde_json::to_vec(linux).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("noarch/repodata.json"),
+            br#"{"info":{"subdir":"noarch"},"packages":{}}"#,
+        )
+        .unwrap();
+        format!("file://{}", dir.display())
+    };
+    let roots = [
+        ("pytorch", "2.0.1"),
+        ("pytorch-cuda", "11.8"),
+        ("torchtriton", "2.0.0"),
+    ];
+    let pytorch_url = channel("pytorch", &pytorch);
+    let others_url = channel("others", &stand_ins(&pytorch, &roots));
+    let spec_path = tmp.path().join("environment.yml");
+    std::fs::write(
+        &spec_path,
+        format!(
+            "channels: [\"{pytorch_url}\", \"{others_url}\"]\n\
+             dependencies: [python=3.10, pytorch=2.0.1, pytorch-cuda=11.8]\n"
+        ),
+    )
+    .unwrap();
+    let spec = EnvSpec::from_path(&spec_path).unwrap();
+    let ctx = Context::new(tmp.path().join("cache")).unwrap();
+    let target = Target::new(TargetPlatform::LinuxAmd64, None, Some("11.8")).unwrap();
+    let records = solve::solve(&ctx, &spec, &target).await.unwrap();
+    let find = |n: &str| {
+        records
+            .iter()
+            .find(|r| r.package_record.name.as_normalized() == n)
+            .unwrap_or_else(|| panic!("{n} not in the solution"))
+    };
+    let torch = find("pytorch");
+    assert_eq!(torch.package_record.version.to_string(), "2.0.1");
+    assert_eq!(
+        torch.package_record.build.to_string(),
+        "py3.10_cuda11.8_cudnn8.7.0_0"
+    );
+    let cuda = find("pytorch-cuda");
+    assert_eq!(
+        cuda.package_record.build.to_string(),
+        "h7e8668a_5",
+        "the real pytorch-cuda record"
+    );
+    for real in [torch, cuda, find("torchtriton")] {
+        assert!(
+            real.url.as_str().starts_with(&pytorch_url),
+            "{} came from {}",
+            real.identifier,
+            real.url
+        );
+        assert!(real.package_record.sha256.is_some() || real.package_record.md5.is_some());
+    }
+    // nvidia's libraries came in through pytorch-cuda's dependencies.
+    for lib in ["cuda-cudart", "cuda-runtime", "libcublas", "libcufft"] {
+        find(lib);
+    }
+}
