@@ -4,6 +4,23 @@
 use crate::common::registry::{Registry, RegistryOptions};
 use crate::common::*;
 
+/// Copies `reference` out of a plain-HTTP registry with skopeo and runs validate-image on the
+/// copy; returns the copy's layout directory.
+fn copy_out_and_validate(ctx: &TestContext, reference: &str) -> std::path::PathBuf {
+    let copy = ctx.path("copy");
+    sh(&format!(
+        "skopeo copy --src-tls-verify=false docker://{reference} oci:{}:x",
+        copy.display()
+    ));
+    let report = sh(&format!(
+        "{}/../../../shared/tools/validate-image.sh {}:x 2>&1",
+        env!("CARGO_MANIFEST_DIR"),
+        copy.display()
+    ));
+    assert!(report.contains("0 failed"), "{report}");
+    copy
+}
+
 fn podman_run(image: &str, cmd: &str) -> String {
     sh(&format!(
         "podman --runtime runc run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 {image} {cmd}"
@@ -56,17 +73,7 @@ fn build_push_read_back_run_and_push_again_uploads_nothing() {
         inspect.contains(&format!("\"Digest\": \"{digest}\"")),
         "{inspect}"
     );
-    let copy = ctx.path("copy");
-    sh(&format!(
-        "skopeo copy --src-tls-verify=false docker://{tag2} oci:{}:copied",
-        copy.display()
-    ));
-    let report = sh(&format!(
-        "{}/../../../shared/tools/validate-image.sh {}:copied 2>&1",
-        env!("CARGO_MANIFEST_DIR"),
-        copy.display()
-    ));
-    assert!(report.contains("0 failed"), "{report}");
+    let copy = copy_out_and_validate(&ctx, &tag2);
     assert_eq!(
         read_json(&copy.join("index.json"))["manifests"][0]["digest"],
         digest.as_str()
@@ -434,17 +441,7 @@ fn push_survives_resets_and_server_errors() {
         "skopeo inspect --tls-verify=false docker://{direct}"
     ));
     assert!(inspect.contains(&digest), "{inspect}");
-    let copy = ctx.path("copy");
-    sh(&format!(
-        "skopeo copy --src-tls-verify=false docker://{direct} oci:{}:x",
-        copy.display()
-    ));
-    let report = sh(&format!(
-        "{}/../../../shared/tools/validate-image.sh {}:x 2>&1",
-        env!("CARGO_MANIFEST_DIR"),
-        copy.display()
-    ));
-    assert!(report.contains("0 failed"), "{report}");
+    copy_out_and_validate(&ctx, &direct);
 }
 
 /// Writes a one-layer image layout whose layer is `size` random bytes; returns its digest.

@@ -79,15 +79,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         ..PlanOptions::default()
     };
     let mtime = source_date_epoch()?;
-    let cache_dir = match &args.cache_dir {
-        Some(dir) => dir.clone(),
-        None => dirs::cache_dir()
-            .context("cannot determine a cache directory; pass --cache-dir")?
-            .join("imgbuild"),
-    };
-    std::fs::create_dir_all(&cache_dir)
-        .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
-    let cache_dir = std::fs::canonicalize(&cache_dir)?;
+    let cache_dir = crate::resolve_cache_dir(args.cache_dir.as_deref())?;
     let ctx = Context::new(cache_dir.clone())?;
     let store = BlobStore::new(&cache_dir);
     let base = match base_ref {

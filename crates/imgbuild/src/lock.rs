@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use imgbuild_builder::lock::{write_lock, SolvedPlatform};
 use imgbuild_builder::{solve, Context, EnvSpec, Target, TargetPlatform};
 
@@ -24,14 +24,7 @@ pub async fn run(args: LockArgs) -> Result<()> {
             .map(|p| p.parse())
             .collect::<Result<_, _>>()?
     };
-    let cache_dir = match &args.cache_dir {
-        Some(dir) => dir.clone(),
-        None => dirs::cache_dir()
-            .context("cannot determine a cache directory; pass --cache-dir")?
-            .join("imgbuild"),
-    };
-    std::fs::create_dir_all(&cache_dir)
-        .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
+    let cache_dir = crate::resolve_cache_dir(args.cache_dir.as_deref())?;
     let ctx = Context::new(cache_dir)?;
     let mut solved = Vec::new();
     for platform in platforms {

@@ -59,6 +59,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--cache-dir`, or the user's cache directory (`~/.cache/imgbuild`), created and absolute.
+pub(crate) fn resolve_cache_dir(
+    flag: Option<&std::path::Path>,
+) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    let dir = match flag {
+        Some(dir) => dir.to_path_buf(),
+        None => dirs::cache_dir()
+            .context("cannot determine a cache directory; pass --cache-dir")?
+            .join("imgbuild"),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
+    Ok(std::fs::canonicalize(&dir)?)
+}
+
 /// The error and its causes joined by ": ", skipping a cause whose text the message already
 /// holds (library errors often include their source in their own message).
 fn render(err: &anyhow::Error) -> String {

@@ -336,6 +336,13 @@ impl RegistryClient {
         }
     }
 
+    /// The error for a response with an unexpected status, with the start of its body.
+    async fn fail_response(&self, repository: &str, what: &str, resp: Response) -> RegistryError {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        self.fail(repository, what, status, &body)
+    }
+
     /// Whether the blob is in `repository`.
     pub async fn blob_exists(
         &self,
@@ -389,10 +396,9 @@ impl RegistryClient {
                 // An upload session was opened instead; leave it to expire.
                 Ok(false)
             }
-            s => {
-                let body = resp.text().await.unwrap_or_default();
-                Err(self.fail(repository, &format!("mount {digest} from {from}"), s, &body))
-            }
+            _ => Err(self
+                .fail_response(repository, &format!("mount {digest} from {from}"), resp)
+                .await),
         }
     }
 
@@ -449,9 +455,9 @@ impl RegistryClient {
             })
             .await?;
         if resp.status() != StatusCode::ACCEPTED {
-            let s = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(self.fail(repository, "start blob upload", s, &body));
+            return Err(self
+                .fail_response(repository, "start blob upload", resp)
+                .await);
         }
         let mut location = self.location(&resp, repository)?;
         let mut hasher = Sha256::new();
@@ -533,9 +539,9 @@ impl RegistryClient {
             })
             .await?;
         if resp.status() != StatusCode::CREATED {
-            let s = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(self.fail(repository, &format!("finish upload of {digest}"), s, &body));
+            return Err(self
+                .fail_response(repository, &format!("finish upload of {digest}"), resp)
+                .await);
         }
         if let Some(d) = resp
             .headers()
@@ -605,9 +611,9 @@ impl RegistryClient {
         if resp.status().is_success() {
             Ok(())
         } else {
-            let s = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            Err(self.fail(repository, &format!("put manifest {reference}"), s, &body))
+            Err(self
+                .fail_response(repository, &format!("put manifest {reference}"), resp)
+                .await)
         }
     }
 
@@ -639,9 +645,9 @@ impl RegistryClient {
             })
             .await?;
         if !resp.status().is_success() {
-            let s = resp.status();
-            let body = resp.text().await.unwrap_or_default();
-            return Err(self.fail(repository, &format!("manifest {reference}"), s, &body));
+            return Err(self
+                .fail_response(repository, &format!("manifest {reference}"), resp)
+                .await);
         }
         let media_type = resp
             .headers()
