@@ -8,3 +8,4 @@ mod errors;
 mod lock;
 mod push;
 mod quickstart;
+mod realpkgs;

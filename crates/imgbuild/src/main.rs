@@ -88,5 +88,46 @@ fn render(err: &anyhow::Error) -> String {
             out.push_str(&text);
         }
     }
+    sanitize(&out)
+}
+
+/// Errors can quote raw bytes (a tar header in an extraction error): drop control characters
+/// and squeeze the padding, so the terminal gets text.
+fn sanitize(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let (mut spaces, mut line_start) = (0, true);
+    for c in message.chars() {
+        if c == '\n' {
+            (spaces, line_start) = (0, true);
+            out.push(c);
+            continue;
+        }
+        if c.is_control() {
+            continue;
+        }
+        if c == ' ' {
+            spaces += 1;
+            // Indentation stays (the solver's explanation is a tree); runs elsewhere shrink.
+            if spaces > 1 && !line_start {
+                continue;
+            }
+        } else {
+            (spaces, line_start) = (0, false);
+        }
+        out.push(c);
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sanitize_keeps_indentation_and_drops_raw_bytes() {
+        let raw =
+            "failed: lib/libz.so.1\0\0   0000666   0000000\u{1}\n  └─ zlib 1.2.11\n     └─ libgcc";
+        assert_eq!(
+            super::sanitize(raw),
+            "failed: lib/libz.so.1 0000666 0000000\n  └─ zlib 1.2.11\n     └─ libgcc"
+        );
+    }
 }
