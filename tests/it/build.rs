@@ -525,3 +525,82 @@ fn a_cpu_build_picked_on_a_gpu_less_host_is_called_out() {
     assert!(!stderr(&res).contains("without CUDA"), "{}", stderr(&res));
     assert_eq!(data(&gpu), "cuda\n");
 }
+
+fn layer_digests(layout: &std::path::Path) -> Vec<String> {
+    manifest(layout)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn unchanged_package_layers_come_from_the_layer_cache() {
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["whereami", "binlib", "hello-py", "bigdata"]);
+    let build = |dir: &str| {
+        let out = ctx.path(dir);
+        let res = ctx.imgbuild(&[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--big-package-threshold",
+            "1MiB",
+        ]);
+        assert_ok(&res);
+        (out, stderr(&res))
+    };
+    let (first, log) = build("first");
+    let layers = layer_digests(&first).len();
+    assert!(
+        log.contains(&format!("layers: {layers} written, 0 reused")),
+        "{log}"
+    );
+    // Nothing changed: every package layer is reused, only the environment layer is written.
+    let (second, log) = build("second");
+    assert!(
+        log.contains(&format!("layers: 1 written, {} reused", layers - 1)),
+        "{log}"
+    );
+    assert_eq!(manifest(&first), manifest(&second));
+    // A cached layer whose blob is gone is written again, to the same digest.
+    let gone = &layer_digests(&first)[0];
+    std::fs::remove_file(blob(&ctx.path("cache"), gone)).unwrap();
+    let (third, log) = build("third");
+    assert!(
+        log.contains(&format!("layers: 2 written, {} reused", layers - 2)),
+        "{log}"
+    );
+    assert_eq!(manifest(&first), manifest(&third));
+}
+
+#[test]
+fn adding_one_small_package_changes_one_package_layer_and_the_environment_layer() {
+    let ctx = TestContext::new();
+    let build = |dir: &str, deps: &[&str]| {
+        let out = ctx.path(dir);
+        let spec = ctx.spec(deps);
+        assert_ok(&ctx.imgbuild(&[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]));
+        layer_digests(&out)
+    };
+    let before = build("before", &["whereami", "binlib", "hello-py"]);
+    let after = build("after", &["whereami", "binlib", "hello-py", "torchlike"]);
+    let new: Vec<_> = after.iter().filter(|d| !before.contains(d)).collect();
+    assert_eq!(
+        new.len(),
+        2,
+        "one package group and the environment layer: {new:?}"
+    );
+    assert_eq!(
+        new[1],
+        after.last().unwrap(),
+        "the environment layer is last"
+    );
+}

@@ -50,6 +50,11 @@ pub struct PlannedLayer {
     pub paths: Vec<PathBuf>,
     /// Bytes of regular files.
     pub size: u64,
+    /// What the layer's bytes depend on besides the write options, when that is known without
+    /// reading its files: the identity and sha256 of each conda package in it, plus the
+    /// environment's python version (noarch python files and entry points depend on it).
+    /// `None` for the environment layer, whose content is only known by reading it.
+    pub recipe: Option<String>,
 }
 
 impl PlannedLayer {
@@ -100,6 +105,12 @@ pub fn plan_layers(
     }
     let is_big = |o: &Owner| big.iter().any(|b| std::ptr::eq(*b, o));
 
+    let python = owners
+        .iter()
+        .find(|o| o.package_name() == Some("python"))
+        .map(|o| o.label())
+        .unwrap_or_default();
+    let layer_of = |members: &[&Owner]| layer_of(members, &python);
     let mut layers: Vec<PlannedLayer> = big.iter().map(|o| layer_of(&[*o])).collect();
     let mut buckets: Vec<Vec<&Owner>> = vec![Vec::new(); groups];
     for owner in conda.iter().copied().filter(|o| !is_big(o)) {
@@ -119,7 +130,7 @@ pub fn plan_layers(
     Ok(layers)
 }
 
-fn layer_of(owners: &[&Owner]) -> PlannedLayer {
+fn layer_of(owners: &[&Owner], python: &str) -> PlannedLayer {
     let mut paths: Vec<PathBuf> = owners
         .iter()
         .flat_map(|o| o.paths.iter().cloned())
@@ -129,10 +140,22 @@ fn layer_of(owners: &[&Owner]) -> PlannedLayer {
             .as_encoded_bytes()
             .cmp(b.as_os_str().as_encoded_bytes())
     });
+    let recipe = owners
+        .iter()
+        .map(|o| match &o.kind {
+            OwnerKind::Conda {
+                sha256: Some(sha), ..
+            } => Some(format!("{}@{sha}", o.label())),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .filter(|parts| !parts.is_empty())
+        .map(|parts| format!("python={python};{}", parts.join(";")));
     PlannedLayer {
         owners: owners.iter().map(|o| o.label()).collect(),
         paths,
         size: owners.iter().map(|o| o.size).sum(),
+        recipe,
     }
 }
 

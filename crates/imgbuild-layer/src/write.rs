@@ -31,7 +31,13 @@ pub struct WriteOptions {
     pub compression: Compression,
     /// mtime of every entry (`SOURCE_DATE_EPOCH`).
     pub mtime: u64,
+    /// Where finished layers are remembered by recipe (see [`PlannedLayer::recipe`]); a layer
+    /// whose recipe is there and whose blob is still in the store is not written again.
+    pub layer_cache: Option<PathBuf>,
 }
+
+/// Bumped whenever the tar layout changes, so layers cached by an older imgbuild are not reused.
+const LAYER_FORMAT_VERSION: u32 = 1;
 
 /// A layer that is now in the blob store.
 #[derive(Debug, Clone)]
@@ -43,6 +49,75 @@ pub struct WrittenLayer {
     pub owners: Vec<String>,
     /// Bytes not stored again because an identical file was already in the layer.
     pub dedup_saved: u64,
+    /// Taken from the layer cache: no file was read, nothing was compressed.
+    pub reused: bool,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CachedLayer {
+    digest: String,
+    diff_id: String,
+    size: u64,
+    tar_size: u64,
+    dedup_saved: u64,
+}
+
+fn recipe_key(layer: &PlannedLayer, options: &WriteOptions) -> Option<String> {
+    let recipe = layer.recipe.as_ref()?;
+    let text = format!(
+        "v{LAYER_FORMAT_VERSION}\nprefix={}\ncompression={:?}\nmtime={}\n{recipe}",
+        options.prefix, options.compression, options.mtime
+    );
+    Some(hex::encode(Sha256::digest(text.as_bytes())))
+}
+
+fn cached(layer: &PlannedLayer, options: &WriteOptions, store: &BlobStore) -> Option<WrittenLayer> {
+    let path = options
+        .layer_cache
+        .as_ref()?
+        .join(format!("{}.json", recipe_key(layer, options)?));
+    let entry: CachedLayer = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+    let digest = entry.digest.parse().ok()?;
+    if !store.contains(&digest) {
+        return None;
+    }
+    Some(WrittenLayer {
+        blob: LayerBlob {
+            digest,
+            diff_id: entry.diff_id.parse().ok()?,
+            size: entry.size,
+            compression: options.compression,
+            created_by: layer.description(),
+        },
+        tar_size: entry.tar_size,
+        owners: layer.owners.clone(),
+        dedup_saved: entry.dedup_saved,
+        reused: true,
+    })
+}
+
+/// Remembers a written layer under its recipe (temp file + rename; a failure only costs reuse).
+fn remember(layer: &PlannedLayer, options: &WriteOptions, written: &WrittenLayer) {
+    let (Some(dir), Some(key)) = (options.layer_cache.as_ref(), recipe_key(layer, options)) else {
+        return;
+    };
+    let entry = CachedLayer {
+        digest: written.blob.digest.to_string(),
+        diff_id: written.blob.diff_id.to_string(),
+        size: written.blob.size,
+        tar_size: written.tar_size,
+        dedup_saved: written.dedup_saved,
+    };
+    let result = fs::create_dir_all(dir).and_then(|()| {
+        let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+        temp.write_all(&serde_json::to_vec(&entry).expect("serializable"))?;
+        temp.persist(dir.join(format!("{key}.json")))
+            .map_err(|e| e.error)?;
+        Ok(())
+    });
+    if let Err(e) = result {
+        tracing::warn!("could not record layer in the cache {}: {e}", dir.display());
+    }
 }
 
 /// Writes every planned layer into `store`, concurrently; results are in plan order.
@@ -63,8 +138,22 @@ enum Source {
     File(PathBuf),
 }
 
-/// Writes one layer into `store`.
+/// Writes one layer into `store`, or takes it from the layer cache.
 pub fn write_layer(
+    root: &Path,
+    layer: &PlannedLayer,
+    options: &WriteOptions,
+    store: &BlobStore,
+) -> Result<WrittenLayer, LayerError> {
+    if let Some(hit) = cached(layer, options, store) {
+        return Ok(hit);
+    }
+    let written = write_layer_uncached(root, layer, options, store)?;
+    remember(layer, options, &written);
+    Ok(written)
+}
+
+fn write_layer_uncached(
     root: &Path,
     layer: &PlannedLayer,
     options: &WriteOptions,
@@ -162,6 +251,7 @@ pub fn write_layer(
         tar_size,
         owners: layer.owners.clone(),
         dedup_saved,
+        reused: false,
     })
 }
 

@@ -173,6 +173,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
             CompressionArg::Zstd => Compression::Zstd,
         },
         mtime,
+        layer_cache: Some(cache_dir.join("layers")),
     };
     let root = staging.path().to_path_buf();
     let store_for_layers = store.clone();
@@ -180,7 +181,13 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         write_layers(&root, &plan, &write_options, &store_for_layers)
     })
     .await??;
-    tracing::info!("wrote {} layers in {:.1?}", layers.len(), t.elapsed());
+    let reused = layers.iter().filter(|l| l.reused).count();
+    tracing::info!(
+        "layers: {} written, {} reused from the layer cache, in {:.1?}",
+        layers.len() - reused,
+        reused,
+        t.elapsed()
+    );
 
     if let Some(base) = base.as_ref().filter(|b| b.origin.is_none()) {
         base.import_into(&store)?;
