@@ -7,6 +7,27 @@ use serde_yaml::Value;
 
 use crate::error::SpecError;
 
+/// Image options kept in the spec itself, under `x-imgbuild:`. Command-line flags win.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImageOptions {
+    pub base: Option<String>,
+    pub prefix: Option<String>,
+    pub cuda: Option<String>,
+    pub glibc: Option<String>,
+    /// The first one is built; `imgbuild lock` solves them all.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
 /// A parsed `environment.yml`.
 #[derive(Debug, Clone)]
 pub struct EnvSpec {
@@ -19,8 +40,8 @@ pub struct EnvSpec {
     pub dependencies: Vec<MatchSpec>,
     /// The `pip:` sub-list, as written.
     pub pip: Vec<String>,
-    /// The `x-imgbuild:` extension block, if present.
-    pub extensions: Option<Value>,
+    /// The `x-imgbuild:` block: image options that travel with the environment.
+    pub image: ImageOptions,
 }
 
 impl EnvSpec {
@@ -65,7 +86,7 @@ impl EnvSpec {
             channels: Vec::new(),
             dependencies: Vec::new(),
             pip: Vec::new(),
-            extensions: None,
+            image: ImageOptions::default(),
         };
         for (key, value) in map {
             let key = key.as_str().unwrap_or_default().to_string();
@@ -103,7 +124,14 @@ impl EnvSpec {
                         }
                     }
                 }
-                "x-imgbuild" => spec.extensions = Some(value),
+                "x-imgbuild" => {
+                    spec.image = serde_yaml::from_value(value).map_err(|e| {
+                        invalid(format!(
+                        "x-imgbuild: {e} (keys: base, prefix, cuda, glibc, platforms, entrypoint, \
+                             cmd, user, workdir, env, labels)"
+                    ))
+                    })?
+                }
                 // Keys conda itself writes that have no meaning for an image build.
                 "prefix" | "variables" => {
                     tracing::warn!(

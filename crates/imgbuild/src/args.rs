@@ -126,23 +126,20 @@ pub struct BuildArgs {
     pub write_lock: bool,
 
     /// Target platform: linux/amd64, linux/arm64 (or conda subdirs linux-64, linux-aarch64).
-    #[arg(long, default_value = "linux/amd64")]
-    pub platform: String,
+    /// Default: the spec's x-imgbuild platforms[0], else linux/amd64.
+    #[arg(long)]
+    pub platform: Option<String>,
 
-    /// Where the environment lives inside the image.
-    #[arg(long, default_value = "/opt/conda")]
-    pub prefix: String,
+    /// Where the environment lives inside the image. Default: x-imgbuild prefix, else /opt/conda.
+    #[arg(long)]
+    pub prefix: Option<String>,
 
     /// Base image: a registry reference (`debian:bookworm-slim`,
     /// `gcr.io/distroless/base-debian12`, `registry.example.com/base@sha256:…`),
     /// `oci:DIR[:TAG]` (an OCI image layout on disk), or `scratch` (nothing).
-    #[arg(
-        long,
-        default_value = "docker.io/library/debian:bookworm-slim",
-        env = "IMGBUILD_BASE",
-        value_name = "REF"
-    )]
-    pub base: String,
+    /// Default: x-imgbuild base, else docker.io/library/debian:bookworm-slim.
+    #[arg(long, env = "IMGBUILD_BASE", value_name = "REF")]
+    pub base: Option<String>,
 
     /// Write an OCI image layout to this directory (new, empty, or an existing layout).
     #[arg(long, value_name = "DIR")]

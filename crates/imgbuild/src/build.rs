@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
+use imgbuild_builder::spec::ImageOptions;
 use imgbuild_builder::{
     install, lock, solve, Context, EnvSpec, InstallPrefix, Target, TargetPlatform,
 };
@@ -67,12 +68,33 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         }
         None => None,
     };
-    let platform: TargetPlatform = args.platform.parse()?;
-    let target = Target::new(platform, args.glibc.as_deref(), args.cuda.as_deref())?;
-    let prefix = InstallPrefix::parse(&args.prefix)?;
+    // Flags (and IMGBUILD_BASE) win over the spec's x-imgbuild block, which wins over defaults.
+    let image = spec.as_ref().map(|s| s.image.clone()).unwrap_or_default();
+    let base_str = args
+        .base
+        .clone()
+        .or(image.base.clone())
+        .unwrap_or_else(|| DEFAULT_BASE.to_string());
+    let platform: TargetPlatform = args
+        .platform
+        .clone()
+        .or(image.platforms.first().cloned())
+        .unwrap_or_else(|| "linux/amd64".to_string())
+        .parse()?;
+    let target = Target::new(
+        platform,
+        args.glibc.as_deref().or(image.glibc.as_deref()),
+        args.cuda.as_deref().or(image.cuda.as_deref()),
+    )?;
+    let prefix = InstallPrefix::parse(
+        args.prefix
+            .as_deref()
+            .or(image.prefix.as_deref())
+            .unwrap_or("/opt/conda"),
+    )?;
     let image_platform = registry::image_platform(platform);
-    let base_ref = parse_base(&args.base)?;
-    let runtime = runtime_config(&args)?;
+    let base_ref = parse_base(&base_str)?;
+    let runtime = runtime_config(&args, &image)?;
     let plan_options = PlanOptions {
         big_package_threshold: parse_size(&args.big_package_threshold)?,
         max_layers: args.max_layers,
@@ -86,7 +108,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         Base::Scratch => None,
         Base::Layout { dir, tag } => Some(
             BaseImage::from_layout(&dir, tag.as_deref(), &image_platform)
-                .with_context(|| format!("cannot use --base {}", args.base))?,
+                .with_context(|| format!("cannot use --base {base_str}"))?,
         ),
         Base::Registry(reference) => {
             let client = registry::client_for(&reference, &registry_options)?;
@@ -109,7 +131,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
                     format!(
                         "cannot use --base {} (for a build without a registry, use --base scratch \
                              or --base oci:DIR[:TAG])",
-                        args.base
+                        base_str
                     )
                 })?,
             )
@@ -263,31 +285,36 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-fn runtime_config(args: &BuildArgs) -> Result<RuntimeConfig> {
-    let labels: BTreeMap<String, String> = args
-        .labels
-        .iter()
-        .map(|kv| key_value(kv, "--label"))
-        .collect::<Result<_>>()?;
+/// The base a build starts from when neither a flag nor the spec names one.
+pub const DEFAULT_BASE: &str = "docker.io/library/debian:bookworm-slim";
+
+fn runtime_config(args: &BuildArgs, image: &ImageOptions) -> Result<RuntimeConfig> {
+    let mut labels: BTreeMap<String, String> = image.labels.clone();
+    for kv in &args.labels {
+        let (k, v) = key_value(kv, "--label")?;
+        labels.insert(k, v);
+    }
+    let mut env: Vec<(String, String)> = image.env.clone().into_iter().collect();
+    for kv in &args.env {
+        env.push(key_value(kv, "--env")?);
+    }
     Ok(RuntimeConfig {
         path_prepend: Vec::new(),
-        env: args
-            .env
-            .iter()
-            .map(|kv| key_value(kv, "--env"))
-            .collect::<Result<_>>()?,
+        env,
         entrypoint: args
             .entrypoint
             .as_deref()
             .map(|s| command(s, "--entrypoint", false))
-            .transpose()?,
+            .transpose()?
+            .or(image.entrypoint.clone()),
         cmd: args
             .cmd
             .as_deref()
             .map(|s| command(s, "--cmd", true))
-            .transpose()?,
-        working_dir: args.workdir.clone(),
-        user: args.user.clone(),
+            .transpose()?
+            .or(image.cmd.clone()),
+        working_dir: args.workdir.clone().or(image.workdir.clone()),
+        user: args.user.clone().or(image.user.clone()),
         labels,
     })
 }

@@ -16,19 +16,24 @@ pub fn default_lock_path(spec: &Path) -> PathBuf {
 pub async fn run(args: LockArgs) -> Result<()> {
     let spec = EnvSpec::from_path(&args.spec)?;
     spec.ensure_no_pip()?;
-    let platforms: Vec<TargetPlatform> = if args.platforms.is_empty() {
+    // Flags win over the spec's x-imgbuild block.
+    let names = if args.platforms.is_empty() {
+        &spec.image.platforms
+    } else {
+        &args.platforms
+    };
+    let platforms: Vec<TargetPlatform> = if names.is_empty() {
         vec![TargetPlatform::LinuxAmd64]
     } else {
-        args.platforms
-            .iter()
-            .map(|p| p.parse())
-            .collect::<Result<_, _>>()?
+        names.iter().map(|p| p.parse()).collect::<Result<_, _>>()?
     };
+    let cuda = args.cuda.as_deref().or(spec.image.cuda.as_deref());
+    let glibc = args.glibc.as_deref().or(spec.image.glibc.as_deref());
     let cache_dir = crate::resolve_cache_dir(args.cache_dir.as_deref())?;
     let ctx = Context::new(cache_dir)?;
     let mut solved = Vec::new();
     for platform in platforms {
-        let target = Target::new(platform, args.glibc.as_deref(), args.cuda.as_deref())?;
+        let target = Target::new(platform, glibc, cuda)?;
         let records = solve::solve(&ctx, &spec, &target).await?;
         eprintln!("solved {} packages for {platform}", records.len());
         solved.push(SolvedPlatform {
