@@ -683,3 +683,65 @@ fn x_imgbuild_keys_in_the_spec_apply_and_flags_win() {
     ]);
     assert_fails_with(&res, &["x-imgbuild", "prefx", "prefix"]);
 }
+
+#[test]
+fn activation_scripts_are_baked_into_the_image_env() {
+    let ctx = TestContext::new();
+    let out = ctx.path("img");
+    let spec = ctx.spec(&["actpkg", "busybox"]);
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--tag",
+        "act:1",
+    ]);
+    assert_ok(&res);
+    let cfg = config(&out);
+    let env: Vec<String> = cfg["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        env.contains(&"ACTPKG_HOME=/opt/conda/share/actpkg".to_string()),
+        "{env:?}"
+    );
+    assert!(env.contains(&"ACTPKG_MODE=fast".to_string()), "{env:?}");
+    assert!(
+        env[0].starts_with("PATH=/opt/conda/bin:/opt/conda/libexec/actpkg:/usr/local/sbin"),
+        "{env:?}"
+    );
+    let cache = ctx.path("cache").to_string_lossy().into_owned();
+    assert!(
+        env.iter()
+            .all(|e| !e.contains(&cache) && !e.contains("staging")),
+        "host paths leaked: {env:?}"
+    );
+    // A container sees the activated environment with no wrapper.
+    let report = sh(&format!(
+        "{}/../../../shared/tools/validate-image.sh {}:act:1 -- /opt/conda/bin/busybox sh -c 'echo $ACTPKG_HOME' 2>&1",
+        env!("CARGO_MANIFEST_DIR"),
+        out.display()
+    ));
+    assert!(report.contains("-> /opt/conda/share/actpkg"), "{report}");
+
+    // For another platform the scripts cannot run here: a warning names them.
+    let res = ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["actpkg"]).to_str().unwrap(),
+        "--output",
+        ctx.path("arm").to_str().unwrap(),
+        "--platform",
+        "linux/arm64",
+    ]);
+    assert_ok(&res);
+    assert!(
+        stderr(&res).contains("activation scripts cannot run on this host for linux/arm64")
+            && stderr(&res).contains("actpkg.sh"),
+        "{}",
+        stderr(&res)
+    );
+}

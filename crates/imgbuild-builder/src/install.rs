@@ -36,17 +36,12 @@ impl StagingRoot {
         self.dir.path()
     }
 
-    /// Variables an activated environment has, for the image config.
-    pub fn activation_env(&self) -> Vec<(String, String)> {
-        vec![
-            ("CONDA_PREFIX".into(), self.prefix.to_string()),
-            ("CONDA_DEFAULT_ENV".into(), self.prefix.to_string()),
-        ]
-    }
-
-    /// Directories an activated environment puts in front of `PATH`.
-    pub fn path_entries(&self) -> Vec<String> {
-        vec![format!("{}/bin", self.prefix)]
+    /// The environment's activation (variables and `PATH` entries), evaluated for the image.
+    pub fn activation(
+        &self,
+        platform: TargetPlatform,
+    ) -> Result<crate::activation::Activation, BuildError> {
+        crate::activation::bake(self.path(), &self.prefix, platform)
     }
 }
 

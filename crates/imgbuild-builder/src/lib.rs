@@ -6,6 +6,7 @@
 //! package cache, linked for the final prefix) → [`StagingRoot`]. Nothing here knows about
 //! layers or images; the staging root is an ordinary directory plus the records that made it.
 
+pub mod activation;
 mod error;
 pub mod install;
 pub mod lock;

@@ -214,10 +214,11 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     if let Some(base) = base.as_ref().filter(|b| b.origin.is_none()) {
         base.import_into(&store)?;
     }
+    let activation = staging.activation(platform)?;
     let mut runtime = runtime;
-    runtime.path_prepend = staging.path_entries();
+    runtime.path_prepend = activation.path_prepend;
     let mut env: Vec<(String, String)> = vec![("LANG".into(), "C.UTF-8".into())];
-    env.extend(staging.activation_env());
+    env.extend(activation.env);
     env.extend(std::mem::take(&mut runtime.env));
     runtime.env = env;
     let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();

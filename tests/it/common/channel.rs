@@ -300,6 +300,30 @@ pub fn fixture_packages(busybox: &[u8]) -> Vec<Package> {
             entry_points: vec!["hello-py = hello_py:main"],
             conda_format: true,
         },
+        // An activation script, as many real packages ship (gdal, openjdk, cuda-nvcc, …).
+        Package {
+            name: "actpkg",
+            version: "1.0",
+            build: "0",
+            subdir: "noarch",
+            noarch: Some("generic"),
+            depends: vec![],
+            files: vec![
+                (
+                    "etc/conda/activate.d/actpkg.sh",
+                    text(
+                        "export ACTPKG_HOME=\"$CONDA_PREFIX/share/actpkg\"\nexport ACTPKG_MODE=fast\n\
+                         export PATH=\"$CONDA_PREFIX/libexec/actpkg:$PATH\"\n"
+                            .into(),
+                        false,
+                        false,
+                    ),
+                ),
+                ("share/actpkg/data.txt", text("data\n".into(), false, false)),
+            ],
+            entry_points: vec![],
+            conda_format: true,
+        },
         // A CPU build and a CUDA build of the same package, like pytorch.
         Package {
             name: "torchlike",
