@@ -6,6 +6,7 @@ mod build;
 mod common;
 mod errors;
 mod lock;
+mod oracle;
 mod push;
 mod quickstart;
 mod realpkgs;
