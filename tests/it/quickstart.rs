@@ -72,7 +72,7 @@ fn quickstart_example_builds_offline_and_validates() {
     let out = ctx.path("quickstart");
     let spec = example_dir().join("environment.yml");
     // Exactly the README's command (with the output in the test's directory).
-    assert_ok(&ctx.imgbuild(&[
+    let res = ctx.imgbuild(&[
         "build",
         "--spec",
         spec.to_str().unwrap(),
@@ -82,7 +82,20 @@ fn quickstart_example_builds_offline_and_validates() {
         out.to_str().unwrap(),
         "--tag",
         "quickstart:latest",
-    ]));
+    ]);
+    assert_ok(&res);
+    // Not a terminal: plain lines, no colour codes or carriage returns.
+    let ctl: Vec<u8> = res
+        .stderr
+        .iter()
+        .copied()
+        .filter(|b| b.is_ascii_control() && *b != b'\n')
+        .collect();
+    assert!(
+        ctl.is_empty(),
+        "control bytes {ctl:?} in:\n{}",
+        stderr(&res)
+    );
     let report = sh(&format!(
         "{}/../../../shared/tools/validate-image.sh {}:quickstart:latest 2>&1",
         env!("CARGO_MANIFEST_DIR"),
