@@ -67,6 +67,20 @@ struct Call<'a> {
     repository: &'a str,
 }
 
+impl<'a> Call<'a> {
+    /// A request without extra headers or a body.
+    fn new(method: Method, url: Url, scopes: &'a [String], repository: &'a str) -> Self {
+        Self {
+            method,
+            url,
+            scopes,
+            headers: HeaderMap::new(),
+            body: None,
+            repository,
+        }
+    }
+}
+
 impl RegistryClient {
     /// A client for `registry` (as in a reference: `docker.io`, `127.0.0.1:5000`) whose API
     /// lives at `host`.
@@ -351,14 +365,12 @@ impl RegistryClient {
     ) -> Result<bool, RegistryError> {
         let scopes = [pull_scope(repository)];
         let resp = self
-            .send(Call {
-                method: Method::HEAD,
-                url: self.url(&format!("v2/{repository}/blobs/{digest}")),
-                scopes: &scopes,
-                headers: HeaderMap::new(),
-                body: None,
+            .send(Call::new(
+                Method::HEAD,
+                self.url(&format!("v2/{repository}/blobs/{digest}")),
+                &scopes,
                 repository,
-            })
+            ))
             .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
@@ -445,14 +457,12 @@ impl RegistryClient {
         let mut file = tokio::fs::File::open(path).await.map_err(io)?;
         let size = file.metadata().await.map_err(io)?.len();
         let resp = self
-            .send(Call {
-                method: Method::POST,
-                url: self.url(&format!("v2/{repository}/blobs/uploads/")),
-                scopes: &scopes,
-                headers: HeaderMap::new(),
-                body: None,
+            .send(Call::new(
+                Method::POST,
+                self.url(&format!("v2/{repository}/blobs/uploads/")),
+                &scopes,
                 repository,
-            })
+            ))
             .await?;
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self
@@ -683,14 +693,12 @@ impl RegistryClient {
         }
         let scopes = [pull_scope(repository)];
         let mut resp = self
-            .send(Call {
-                method: Method::GET,
-                url: self.url(&format!("v2/{repository}/blobs/{digest}")),
-                scopes: &scopes,
-                headers: HeaderMap::new(),
-                body: None,
+            .send(Call::new(
+                Method::GET,
+                self.url(&format!("v2/{repository}/blobs/{digest}")),
+                &scopes,
                 repository,
-            })
+            ))
             .await?;
         if !resp.status().is_success() {
             let s = resp.status();
