@@ -1,0 +1,125 @@
+//! The layer writer on awkward staging roots: non-UTF-8 names, long paths, hard-link dedupe,
+//! refused sockets, and bytes that do not depend on the run.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use imgbuild_layer::{
+    collect_owners, plan_layers, write_layers, LayerError, PlanOptions, WriteOptions,
+};
+use imgbuild_oci::{BlobStore, Compression};
+
+fn options(cache: Option<PathBuf>) -> WriteOptions {
+    WriteOptions {
+        prefix: "/opt/conda".into(),
+        compression: Compression::Gzip,
+        mtime: 0,
+        layer_cache: cache,
+    }
+}
+
+fn entries(
+    store: &BlobStore,
+    digest: &imgbuild_oci::Digest,
+) -> Vec<(Vec<u8>, tar::EntryType, Option<Vec<u8>>)> {
+    let file = std::fs::File::open(store.path(digest)).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let path = e.path_bytes().into_owned();
+            let link = e.link_name_bytes().map(|l| l.into_owned());
+            (path, e.header().entry_type(), link)
+        })
+        .collect()
+}
+
+fn write_all(
+    root: &Path,
+    store: &BlobStore,
+) -> Result<Vec<imgbuild_layer::WrittenLayer>, LayerError> {
+    let owners = collect_owners(root)?;
+    let plan = plan_layers(&owners, &PlanOptions::default())?;
+    write_layers(root, &plan, &options(None), store)
+}
+
+#[test]
+fn odd_names_long_paths_and_duplicates_survive_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let odd = std::ffi::OsStr::from_bytes(b"share/caf\xe9-latin1.txt");
+    let long = format!("share/{}/file.txt", "d".repeat(150));
+    std::fs::create_dir_all(root.join("share")).unwrap();
+    std::fs::create_dir_all(root.join(Path::new(&long).parent().unwrap())).unwrap();
+    std::fs::write(root.join(odd), b"bytes").unwrap();
+    std::fs::write(root.join(&long), b"same content").unwrap();
+    std::fs::write(root.join("share/copy.txt"), b"same content").unwrap();
+    std::os::unix::fs::symlink(
+        format!("{}/file.txt", "d".repeat(150)),
+        root.join("share/link"),
+    )
+    .unwrap();
+
+    let store = BlobStore::new(tmp.path().join("store"));
+    let layers = write_all(&root, &store).unwrap();
+    assert_eq!(layers.len(), 1, "all unowned files: the environment layer");
+    let got = entries(&store, &layers[0].blob.digest);
+    let find = |p: &[u8]| {
+        got.iter()
+            .find(|e| e.0 == p)
+            .unwrap_or_else(|| panic!("{:?} missing", String::from_utf8_lossy(p)))
+    };
+    find(b"opt/conda/share/caf\xe9-latin1.txt");
+    find(format!("opt/conda/{long}").as_bytes());
+    assert_eq!(
+        find(b"opt/conda/share/link").2.as_deref(),
+        Some(format!("{}/file.txt", "d".repeat(150)).as_bytes())
+    );
+    // The two identical files: the first in path order is stored, the other is a hard link.
+    let copy = find(b"opt/conda/share/copy.txt");
+    let original = find(format!("opt/conda/{long}").as_bytes());
+    assert_eq!(copy.1, tar::EntryType::Regular);
+    assert_eq!(original.1, tar::EntryType::Link);
+    assert_eq!(layers[0].dedup_saved, 12);
+    // Entries are sorted by path bytes, parents before children.
+    let paths: Vec<_> = got.iter().map(|e| e.0.clone()).collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted);
+
+    // A second run over a copy made elsewhere (other inode numbers, other times) gives the
+    // same bytes.
+    let again = tmp.path().join("again");
+    std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&root)
+        .arg(&again)
+        .status()
+        .unwrap();
+    std::fs::write(again.join("share/copy.txt"), b"same content").unwrap();
+    let store2 = BlobStore::new(tmp.path().join("store2"));
+    let layers2 = write_all(&again, &store2).unwrap();
+    assert_eq!(layers[0].blob.digest, layers2[0].blob.digest);
+    assert_eq!(layers[0].blob.diff_id, layers2[0].blob.diff_id);
+}
+
+#[test]
+fn sockets_and_fifos_are_refused_with_their_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("run")).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(root.join("run/app.sock")).unwrap();
+    let store = BlobStore::new(tmp.path().join("store"));
+    let err = write_all(&root, &store).unwrap_err().to_string();
+    assert!(
+        err.contains("run/app.sock") && err.contains("socket"),
+        "{err}"
+    );
+    // Nothing half-written is left in the store.
+    let left: Vec<_> = std::fs::read_dir(tmp.path().join("store/blobs/sha256"))
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
