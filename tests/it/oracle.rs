@@ -8,14 +8,19 @@ use std::path::Path;
 
 use crate::common::*;
 
-/// The Python with py-rattler that `.ci/run` prepares (a venv under target/).
+/// The Python with py-rattler: `IMGBUILD_ORACLE_PYTHON`, else the venv `.ci/run` prepares.
 fn oracle_python() -> String {
-    std::env::var("IMGBUILD_ORACLE_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "IMGBUILD_ORACLE_PYTHON is not set: run the tests through `bash .ci/run`, or point it at \
-             a python with py-rattler (python3 -m venv v && v/bin/pip install py-rattler==0.28.0)"
-        )
-    })
+    if let Ok(python) = std::env::var("IMGBUILD_ORACLE_PYTHON") {
+        return python;
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/oracle-venv/bin/python");
+    if venv.exists() {
+        return venv.display().to_string();
+    }
+    panic!(
+        "no Python with py-rattler: run the tests through `bash .ci/run` (it creates target/oracle-venv), \
+         or set IMGBUILD_ORACLE_PYTHON to one (python3 -m venv v && v/bin/pip install py-rattler==0.28.0)"
+    )
 }
 
 #[derive(Debug, PartialEq)]
