@@ -78,15 +78,18 @@ pub fn read_lock(
         message,
     };
     let subdir = platform.subdir();
-    let mut records = if text.lines().any(|l| l.trim() == "@EXPLICIT") {
-        read_explicit(&text, path, platform)?
+    let (format, records) = if text.lines().any(|l| l.trim() == "@EXPLICIT") {
+        (LockFormat::Explicit, read_explicit(&text, path, platform)?)
     } else {
         let doc: serde_yaml::Value =
             serde_yaml::from_str(&text).map_err(|_| LockError::UnknownFormat {
                 path: path.to_path_buf(),
             })?;
         if doc.get("package").is_some() && doc.get("metadata").is_some() {
-            read_conda_lock_v1(&doc, path, platform)?
+            (
+                LockFormat::CondaLockV1,
+                read_conda_lock_v1(&doc, path, platform)?,
+            )
         } else if doc.get("environments").is_some() {
             let dir = path.parent().unwrap_or(Path::new("."));
             let lock = LockFile::from_str_with_base_directory(&text, Some(dir))
@@ -130,12 +133,6 @@ pub fn read_lock(
     if records.is_empty() {
         return Err(invalid(format!("no packages for {subdir}")));
     }
-    let format = if text.lines().any(|l| l.trim() == "@EXPLICIT") {
-        LockFormat::Explicit
-    } else {
-        LockFormat::CondaLockV1
-    };
-    records.sort_by(|a, b| a.package_record.name.cmp(&b.package_record.name));
     Ok(finish(format, records))
 }
 
@@ -286,13 +283,10 @@ fn read_conda_lock_v1(
             );
         }
         if let Some(h) = hash("md5") {
-            let bytes: [u8; 16] = parse_hex(&h)
-                .and_then(|v: [u8; 32]| v[..16].try_into().ok())
-                .or_else(|| {
-                    let mut b = [0u8; 16];
-                    hex_decode(&h, &mut b).then_some(b)
-                })
-                .ok_or_else(|| invalid(format!("package '{name}': bad md5")))?;
+            let mut bytes = [0u8; 16];
+            if !hex_decode(&h, &mut bytes) {
+                return Err(invalid(format!("package '{name}': bad md5")));
+            }
             record.package_record.md5 = Some(bytes.into());
         }
         if let Some(deps) = pkg["dependencies"].as_mapping() {
