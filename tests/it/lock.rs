@@ -27,6 +27,10 @@ fn lock_then_build_from_lock_matches_build_from_spec() {
         "virtual packages recorded:\n{text}"
     );
     assert!(text.contains("sha256:"), "{text}");
+    assert!(
+        text.contains("# imgbuild-requested-specs: [\"whereami\",\"binlib\"]\n"),
+        "requested specs recorded for conda-meta:\n{text}"
+    );
     for pkg in [
         "whereami-1.0-h0_0.tar.bz2",
         "binlib-2.1-h0_0.conda",

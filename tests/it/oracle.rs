@@ -30,15 +30,8 @@ enum Node {
     Link(String),
 }
 
-/// Host fields imgbuild strips from conda-meta records (see builder/normalize.rs), and the
-/// requested specs it never writes (a build from a lock has none).
-const STRIPPED: &[&str] = &[
-    "extracted_package_dir",
-    "package_tarball_full_path",
-    "link",
-    "requested_spec",
-    "requested_specs",
-];
+/// Host fields imgbuild strips from conda-meta records (see builder/normalize.rs).
+const STRIPPED: &[&str] = &["extracted_package_dir", "package_tarball_full_path", "link"];
 
 fn normalize_record(bytes: &[u8]) -> Vec<u8> {
     let mut v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
@@ -53,7 +46,24 @@ fn normalize_record(bytes: &[u8]) -> Vec<u8> {
             entry.as_object_mut().unwrap().remove("sha256_in_prefix");
         }
     }
-    serde_json::to_vec(&v).unwrap()
+    // Key order differs between rattler versions (py-rattler 0.28 writes `requested_specs`
+    // after `paths_data`); JSON readers do not care, so keys are compared sorted.
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.into_iter().map(sorted).collect())
+            }
+            other => other,
+        }
+    }
+    serde_json::to_vec(&sorted(v)).unwrap()
 }
 
 fn tree_from_dir(root: &Path) -> BTreeMap<String, Node> {
@@ -106,7 +116,9 @@ async def main():
     vps = [rattler.GenericVirtualPackage(rattler.PackageName(n), rattler.Version(v), rattler.BuildString(b))
            for n, v, b in [("__unix", "0", "0"), ("__linux", "5.10", "0"), ("__glibc", "2.28", "0"), ("__archspec", "1", "x86_64")]]
     records = await rattler.solve([rattler.Channel({channel:?})], {deps:?}, platforms=["linux-64", "noarch"], virtual_packages=vps)
-    await rattler.install(records, {prefix:?}, cache_dir={cache:?}, platform=rattler.Platform("linux-64"), execute_link_scripts=False, show_progress=False)
+    await rattler.install(records, {prefix:?}, cache_dir={cache:?}, platform=rattler.Platform("linux-64"), execute_link_scripts=False, show_progress=False,
+                          # py-rattler 0.28 forwards the wrapper, not the native spec.
+                          requested_specs=[rattler.MatchSpec(d)._match_spec for d in {deps:?}])
     print(len(records))
 asyncio.run(main())
 "#,
@@ -173,7 +185,20 @@ asyncio.run(main())
     // - CACHEDIR.TAG: rattler marks every prefix as a cache dir; imgbuild removes it (not image content).
     let mut reference = reference;
     reference.remove("CACHEDIR.TAG");
-    // - conda-meta/*.json: imgbuild strips host cache paths and requested specs (STRIPPED).
+    // - conda-meta/history: rattler leaves it empty; imgbuild writes the revision conda would
+    //   (checked here on its own, the way conda's history.py parses it).
+    let history = match (
+        reference.remove("conda-meta/history"),
+        ours.remove("conda-meta/history"),
+    ) {
+        (Some(Node::File { bytes: empty, .. }), Some(Node::File { bytes, .. })) => {
+            assert!(empty.is_empty());
+            String::from_utf8(bytes).unwrap()
+        }
+        other => panic!("conda-meta/history: {other:?}"),
+    };
+    check_history_like_conda(&python, &history, &deps);
+    // - conda-meta/*.json: imgbuild strips host cache paths (STRIPPED).
     for map in [&mut reference, &mut ours] {
         for (path, node) in map.iter_mut() {
             if path.starts_with("conda-meta/") && path.ends_with(".json") {
@@ -221,6 +246,65 @@ asyncio.run(main())
     );
     assert!(reference.len() > 20, "compared {} paths", reference.len());
     drop(cleanup);
+}
+
+/// Parses `history` with the regular expressions of conda's `history.py` and checks that the
+/// requested specs are exactly `deps` (each a valid MatchSpec for py-rattler) and that one
+/// `+channel/subdir::name-version-build` line names every package of the environment.
+fn check_history_like_conda(python: &str, history: &str, deps: &[&str]) {
+    let script = r##"
+import ast, re, sys, rattler
+text = sys.stdin.read()
+heads = [l for l in text.splitlines() if re.match(r"==>\s*(.+?)\s*<==", l)]
+assert len(heads) == 1, heads
+dists = [l[1:] for l in text.splitlines() if l.startswith("+")]
+specs = None
+for line in text.splitlines():
+    m = re.match(r"#\s*(\w+)\s*specs:\s*(.+)?", line)
+    if m:
+        action, specs_string = m.groups()
+        assert action == "update", action
+        specs = ast.literal_eval(specs_string)
+for s in specs:
+    rattler.MatchSpec(s)
+for d in dists:
+    channel, dist = d.split("::")
+    assert channel.endswith("/linux-64") or channel.endswith("/noarch"), d
+print(" ".join(specs))
+print(" ".join(sorted(d.split("::")[1].rsplit("-", 2)[0] for d in dists)))
+"##;
+    let mut child = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(history.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "history not readable like conda reads it:\n{history}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next().unwrap(), deps.join(" "), "{history}");
+    let names: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    for dep in deps {
+        assert!(names.contains(dep), "{dep} not in {names:?}:\n{history}");
+    }
+    assert!(
+        names.contains(&"busybox"),
+        "dependencies listed too: {names:?}"
+    );
 }
 
 /// Removes the oracle prefix when the test ends, pass or fail.

@@ -11,7 +11,7 @@ use futures::future::try_join_all;
 use rattler::install::{ExternalSymlinkPolicy, Installer};
 use rattler_cache::package_cache::{CacheMetadata, PackageCache};
 use rattler_conda_types::package::{FileMode, PathsJson};
-use rattler_conda_types::RepoDataRecord;
+use rattler_conda_types::{MatchSpec, RepoDataRecord};
 use rattler_networking::retry_policies::default_retry_policy;
 use tempfile::TempDir;
 
@@ -46,11 +46,18 @@ impl StagingRoot {
 }
 
 /// Fetches, checks and links `records` into a new staging root under the cache directory.
+///
+/// `requested` are the specs the user asked for: they go into each matching record's
+/// `requested_spec(s)` and into `conda-meta/history`, stamped with `timestamp` (the image's
+/// fixed time), so conda inside the image knows what was asked for and what came as a
+/// dependency.
 pub async fn install(
     ctx: &Context,
     records: &[RepoDataRecord],
+    requested: &[MatchSpec],
     prefix: &InstallPrefix,
     platform: TargetPlatform,
+    timestamp: u64,
 ) -> Result<StagingRoot, BuildError> {
     let cache = ctx.package_cache();
     let fetched = try_join_all(records.iter().map(|r| fetch(ctx, &cache, r))).await?;
@@ -73,13 +80,13 @@ pub async fn install(
         // Link scripts would run on the build host, against the staging path.
         .with_execute_link_scripts(false)
         .with_external_symlink_policy(ExternalSymlinkPolicy::Deny)
-        // No requested specs in conda-meta: a build from a lock file has none, and building
-        // from the spec or from its lock must give the same bytes.
+        .with_requested_specs(requested.to_vec())
         .install(dir.path(), records.to_vec())
         .await
         .map_err(|e| BuildError::Install { message: chain(&e) })?;
 
     normalize_staging_root(dir.path())?;
+    crate::history::write(dir.path(), records, requested, timestamp)?;
     Ok(StagingRoot {
         dir,
         prefix: prefix.clone(),

@@ -8,6 +8,7 @@
 
 pub mod activation;
 mod error;
+pub mod history;
 pub mod install;
 pub mod lock;
 mod normalize;

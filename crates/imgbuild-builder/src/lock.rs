@@ -8,8 +8,8 @@ use std::str::FromStr;
 use rattler_conda_types::package::{ArchiveIdentifier, DistArchiveIdentifier};
 use rattler_conda_types::PackageArchiveHash;
 use rattler_conda_types::{
-    Channel, ExplicitEnvironmentSpec, GenericVirtualPackage, PackageName, PackageRecord,
-    RepoDataRecord, VersionWithSource,
+    Channel, ExplicitEnvironmentSpec, GenericVirtualPackage, MatchSpec, PackageName, PackageRecord,
+    ParseStrictness, RepoDataRecord, VersionWithSource,
 };
 use rattler_lock::{LockFile, PlatformData, PlatformName};
 use url::Url;
@@ -35,6 +35,38 @@ pub struct LockedEnvironment {
     pub records: Vec<RepoDataRecord>,
     /// How many records carry a sha256 or md5 that downloads are checked against.
     pub hashed: usize,
+    /// The specs the environment was solved from, when the lock records them (a lock written
+    /// by `imgbuild lock` does, in its header); they end up in `conda-meta`.
+    pub requested: Option<Vec<MatchSpec>>,
+}
+
+/// The header line in which `imgbuild lock` records the requested specs. pixi.lock has no
+/// field for them; a comment keeps the file a valid pixi.lock for every other reader, like
+/// the `# input_hash:` comment of conda-lock's rendered files.
+const REQUESTED_HEADER: &str = "# imgbuild-requested-specs: ";
+
+/// The requested specs from a lock's header comment, if it has one.
+fn requested_from_header(text: &str, path: &Path) -> Result<Option<Vec<MatchSpec>>, LockError> {
+    let Some(json) = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(REQUESTED_HEADER))
+    else {
+        return Ok(None);
+    };
+    let invalid = |message: String| LockError::Invalid {
+        path: path.to_path_buf(),
+        message: format!("bad '{}' line: {message}", REQUESTED_HEADER.trim()),
+    };
+    let specs: Vec<String> = serde_json::from_str(json).map_err(|e| invalid(e.to_string()))?;
+    specs
+        .iter()
+        .map(|s| {
+            MatchSpec::from_str(s, ParseStrictness::Lenient)
+                .map_err(|e| invalid(format!("{s}: {e}")))
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 /// A problem with a lock file.
@@ -123,7 +155,9 @@ pub fn read_lock(
                 .ok_or_else(|| {
                     invalid(format!("environment '{name}' has no packages for {subdir}"))
                 })?;
-            return Ok(finish(LockFormat::Pixi, records));
+            let mut locked = finish(LockFormat::Pixi, records);
+            locked.requested = requested_from_header(&text, path)?;
+            return Ok(locked);
         } else {
             return Err(LockError::UnknownFormat {
                 path: path.to_path_buf(),
@@ -146,6 +180,7 @@ fn finish(format: LockFormat, mut records: Vec<RepoDataRecord>) -> LockedEnviron
         format,
         records,
         hashed,
+        requested: None,
     }
 }
 
@@ -333,10 +368,12 @@ pub struct SolvedPlatform {
     pub records: Vec<RepoDataRecord>,
 }
 
-/// Writes a pixi.lock with one `default` environment; replaced atomically.
+/// Writes a pixi.lock with one `default` environment solved from `requested`; replaced
+/// atomically.
 pub fn write_lock(
     path: &Path,
     channels: &[Channel],
+    requested: &[MatchSpec],
     solved: &[SolvedPlatform],
 ) -> Result<(), LockError> {
     let err = |message: String| LockError::Write {
@@ -366,10 +403,17 @@ pub fn write_lock(
                 .map_err(|e| err(e.to_string()))?;
         }
     }
-    let text = builder
-        .finish()
-        .render_to_string()
-        .map_err(|e| err(e.to_string()))?;
+    let specs: Vec<String> = requested.iter().map(|s| s.to_string()).collect();
+    let text = format!(
+        "# Written by imgbuild {}; `imgbuild build --lock` installs exactly these packages.\n\
+         {REQUESTED_HEADER}{}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        serde_json::to_string(&specs).expect("strings serialize"),
+        builder
+            .finish()
+            .render_to_string()
+            .map_err(|e| err(e.to_string()))?
+    );
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -53,7 +53,7 @@ pub(crate) fn normalize_staging_root(root: &Path) -> Result<(), BuildError> {
 
 /// Writes a new file and renames it over `path`: the old one may be a hard link into the
 /// package cache, which must never be modified in place.
-fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| BuildError::io(dir, e))?;
     temp.write_all(bytes).map_err(|e| BuildError::io(path, e))?;

@@ -139,7 +139,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     };
 
     let t = Instant::now();
-    let records = match (&spec, &args.lock) {
+    let (records, requested) = match (&spec, &args.lock) {
         (_, Some(lock_path)) => {
             let locked = lock::read_lock(lock_path, args.environment.as_deref(), platform)?;
             tracing::info!(
@@ -148,7 +148,20 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
                 lock_path.display(),
                 locked.hashed
             );
-            locked.records
+            // The spec, when given beside the lock, says what was asked for; else the lock's
+            // own record of it (imgbuild's locks carry one).
+            let requested = match (&spec, locked.requested) {
+                (Some(spec), _) => spec.dependencies.clone(),
+                (None, Some(requested)) => requested,
+                (None, None) => {
+                    tracing::info!(
+                        "{} does not record the requested specs; conda-meta/history will list none (give --spec too to record them)",
+                        lock_path.display()
+                    );
+                    Vec::new()
+                }
+            };
+            (locked.records, requested)
         }
         (Some(spec), None) => {
             let records = solve::solve(&ctx, spec, &target).await?;
@@ -158,6 +171,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
                 lock::write_lock(
                     &path,
                     &spec.resolved_channels()?,
+                    &spec.dependencies,
                     &[lock::SolvedPlatform {
                         platform,
                         virtual_packages: target.virtual_packages(),
@@ -166,7 +180,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
                 )?;
                 tracing::info!("wrote {}", path.display());
             }
-            records
+            (records, spec.dependencies.clone())
         }
         (None, None) => bail!("give --spec FILE or --lock FILE"),
     };
@@ -182,7 +196,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     }
 
     let t = Instant::now();
-    let staging = install::install(&ctx, &records, &prefix, platform).await?;
+    let staging = install::install(&ctx, &records, &requested, &prefix, platform, mtime).await?;
     tracing::info!("installed into staging root in {:.1?}", t.elapsed());
 
     let t = Instant::now();

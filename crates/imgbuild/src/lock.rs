@@ -46,7 +46,12 @@ pub async fn run(args: LockArgs) -> Result<()> {
         .output
         .clone()
         .unwrap_or_else(|| default_lock_path(&args.spec));
-    write_lock(&path, &spec.resolved_channels()?, &solved)?;
+    write_lock(
+        &path,
+        &spec.resolved_channels()?,
+        &spec.dependencies,
+        &solved,
+    )?;
     println!("wrote {}", path.display());
     Ok(())
 }
