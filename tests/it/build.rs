@@ -558,14 +558,20 @@ fn unchanged_package_layers_come_from_the_layer_cache() {
         log.contains(&format!("layers: {layers} written, 0 reused")),
         "{log}"
     );
-    // Nothing changed: every package layer is reused, only the environment layer is written.
+    // Nothing changed: the whole environment comes from the cache — nothing is installed,
+    // no layer is written.
     let (second, log) = build("second");
     assert!(
-        log.contains(&format!("layers: 1 written, {} reused", layers - 1)),
+        log.contains(&format!(
+            "environment unchanged since an earlier build: its {layers} layers reused, nothing installed or written"
+        )),
         "{log}"
     );
+    assert!(!log.contains("installed into staging root"), "{log}");
+    assert!(!log.contains(" written, "), "{log}");
     assert_eq!(manifest(&first), manifest(&second));
-    // A cached layer whose blob is gone is written again, to the same digest.
+    // A cached layer whose blob is gone is written again, to the same digest (the environment
+    // is installed again; the other package layers still come from the layer cache).
     let gone = &layer_digests(&first)[0];
     std::fs::remove_file(blob(&ctx.path("cache"), gone)).unwrap();
     let (third, log) = build("third");

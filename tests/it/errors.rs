@@ -285,3 +285,42 @@ fn nothing_to_write_and_bad_flags_are_explained() {
     );
     no_output_left(&out);
 }
+
+#[test]
+fn layer_budget_over_dockers_limit_is_refused_before_any_work() {
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["whereami", "binlib"]);
+    let base = ctx.path("base");
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        base.to_str().unwrap(),
+    ]));
+    let base_layers = manifest(&base)["layers"].as_array().unwrap().len();
+    let out = ctx.path("img");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--base",
+        &format!("oci:{}", base.display()),
+        "--max-layers",
+        "124",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails_with(
+        &res,
+        &[
+            &format!("the base image has {base_layers} layers"),
+            "up to 124 (--max-layers)",
+            "over 125",
+            &format!("--max-layers {} or fewer", 125 - base_layers),
+        ],
+    );
+    assert!(
+        !stderr(&res).contains("installed into staging"),
+        "refused before installing"
+    );
+    no_output_left(&out);
+}

@@ -2,17 +2,24 @@
 //!
 //! Three steps, each its own module: [`ownership`] finds which conda package (or the
 //! environment itself) owns every file; [`plan`] groups owners into layers so that a layer's
-//! bytes depend only on the packages in it; [`write`] turns each planned layer into a
+//! bytes depend only on the packages in it; [`write`](mod@write) turns each planned layer into a
 //! compressed tar blob in a [`imgbuild_oci::BlobStore`], hashing the tar (diff_id) and the blob
-//! (digest) in the same pass.
+//! (digest) in the same pass — POSIX tar with PAX headers (`pax.rs`), gzip in parallel blocks
+//! whose bytes do not depend on the core count (`pargz.rs`) or multithreaded zstd. Two caches
+//! keep rebuilds cheap: package layers by recipe (in [`write`](mod@write)) and whole environments
+//! ([`env_cache`]).
 
+pub mod env_cache;
 mod hashing;
 pub mod ownership;
+mod pargz;
+mod pax;
 pub mod plan;
 pub mod write;
 
 use std::path::{Path, PathBuf};
 
+pub use env_cache::{BuiltEnvironment, EnvironmentCache, EnvironmentRecipe};
 pub use ownership::{collect_owners, Owner, OwnerKind};
 pub use plan::{plan_layers, PlanOptions, PlannedLayer};
 pub use write::{write_layers, WriteOptions, WrittenLayer};

@@ -7,19 +7,19 @@
 //! contents, names and link targets.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use flate2::GzBuilder;
 use imgbuild_oci::{BlobStore, Compression, LayerBlob};
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use crate::hashing::HashingWriter;
+use crate::pargz::ParallelGzEncoder;
+use crate::pax;
 use crate::plan::PlannedLayer;
 use crate::LayerError;
 
@@ -37,7 +37,7 @@ pub struct WriteOptions {
 }
 
 /// Bumped whenever the tar layout changes, so layers cached by an older imgbuild are not reused.
-const LAYER_FORMAT_VERSION: u32 = 1;
+pub const LAYER_FORMAT_VERSION: u32 = 2;
 
 /// A layer that is now in the blob store.
 #[derive(Debug, Clone)]
@@ -187,36 +187,53 @@ fn write_layer_uncached(
     let mut tar = tar::Builder::new(HashingWriter::new(encoder));
     let mut dedup_saved = 0u64;
     for (path_bytes, source) in &entries {
-        let path = Path::new(OsStr::from_bytes(path_bytes));
+        let dir = pax::Entry {
+            kind: tar::EntryType::Directory,
+            path: path_bytes,
+            link: None,
+            mode: 0o755,
+            size: 0,
+            mtime: options.mtime,
+        };
         match source {
-            Source::Dir => {
-                let mut h = header(tar::EntryType::Directory, 0o755, options.mtime);
-                tar.append_data(&mut h, path, io::empty()).map_err(io_err)?;
-            }
+            Source::Dir => pax::append(&mut tar, &dir, io::empty()).map_err(io_err)?,
             Source::File(src) => {
                 let meta = src.symlink_metadata().map_err(|e| LayerError::io(src, e))?;
                 let ft = meta.file_type();
                 if ft.is_symlink() {
                     let target = fs::read_link(src).map_err(|e| LayerError::io(src, e))?;
-                    let mut h = header(tar::EntryType::Symlink, 0o777, options.mtime);
-                    tar.append_link(&mut h, path, &target).map_err(io_err)?;
+                    let entry = pax::Entry {
+                        kind: tar::EntryType::Symlink,
+                        link: Some(bytes(&target)),
+                        mode: 0o777,
+                        ..dir
+                    };
+                    pax::append(&mut tar, &entry, io::empty()).map_err(io_err)?;
                 } else if ft.is_file() {
                     if let Some(first) = links.get(path_bytes) {
-                        let mut h = header(tar::EntryType::Link, file_mode(&meta), options.mtime);
-                        tar.append_link(&mut h, path, Path::new(OsStr::from_bytes(first)))
-                            .map_err(io_err)?;
+                        let entry = pax::Entry {
+                            kind: tar::EntryType::Link,
+                            link: Some(first),
+                            mode: file_mode(&meta),
+                            ..dir
+                        };
+                        pax::append(&mut tar, &entry, io::empty()).map_err(io_err)?;
                         dedup_saved += meta.len();
                         continue;
                     }
-                    let mut h = header(tar::EntryType::Regular, file_mode(&meta), options.mtime);
-                    h.set_size(meta.len());
+                    let entry = pax::Entry {
+                        kind: tar::EntryType::Regular,
+                        mode: file_mode(&meta),
+                        size: meta.len(),
+                        ..dir
+                    };
                     let file = File::open(src).map_err(|e| LayerError::io(src, e))?;
-                    // Guard against a file changing size under us: tar would write garbage.
-                    tar.append_data(&mut h, path, file.take(meta.len()))
+                    // Exactly the size in the header, even if the file changes under us; a
+                    // file that shrank fails here instead of producing a corrupt tar.
+                    pax::append(&mut tar, &entry, ExactReader::new(file, meta.len()))
                         .map_err(|e| LayerError::io(src, e))?;
                 } else if ft.is_dir() {
-                    let mut h = header(tar::EntryType::Directory, 0o755, options.mtime);
-                    tar.append_data(&mut h, path, io::empty()).map_err(io_err)?;
+                    pax::append(&mut tar, &dir, io::empty()).map_err(io_err)?;
                 } else {
                     let kind = if ft.is_socket() {
                         "socket"
@@ -298,15 +315,30 @@ fn hash_file(path: &Path) -> Result<[u8; 32], LayerError> {
     Ok(hasher.finalize().into())
 }
 
-fn header(kind: tar::EntryType, mode: u32, mtime: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(mtime);
-    h.set_size(0);
-    h
+/// Reads exactly `len` bytes of a file, failing if it ends early (it shrank while being read).
+struct ExactReader<R> {
+    inner: io::Take<R>,
+}
+
+impl<R: Read> ExactReader<R> {
+    fn new(inner: R, len: u64) -> Self {
+        Self {
+            inner: inner.take(len),
+        }
+    }
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && self.inner.limit() > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while it was being written into the layer",
+            ));
+        }
+        Ok(n)
+    }
 }
 
 /// Executable files become 0755, everything else 0644: the host's umask never shows.
@@ -341,20 +373,17 @@ fn image_relative(prefix: &str) -> Result<PathBuf, LayerError> {
 }
 
 enum Encoder<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(ParallelGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
 impl<W: Write> Encoder<W> {
     fn new(inner: W, compression: Compression) -> io::Result<Self> {
         Ok(match compression {
-            // mtime 0 and a fixed OS byte: the gzip header carries no host state.
-            Compression::Gzip => Encoder::Gzip(
-                GzBuilder::new()
-                    .mtime(0)
-                    .operating_system(255)
-                    .write(inner, flate2::Compression::new(6)),
-            ),
+            // Block-parallel, with bytes independent of the core count (see pargz.rs).
+            Compression::Gzip => {
+                Encoder::Gzip(ParallelGzEncoder::new(inner, flate2::Compression::new(6))?)
+            }
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(inner, 3)?;
                 // zstd's output is the same for any worker count >= 1, so this uses every

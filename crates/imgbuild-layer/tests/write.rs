@@ -103,6 +103,83 @@ fn odd_names_long_paths_and_duplicates_survive_byte_for_byte() {
     let layers2 = write_all(&again, &store2).unwrap();
     assert_eq!(layers[0].blob.digest, layers2[0].blob.digest);
     assert_eq!(layers[0].blob.diff_id, layers2[0].blob.diff_id);
+
+    // POSIX, not GNU: long values travel in PAX headers, never in ././@LongLink entries.
+    let kinds = raw_entry_types(&store, &layers[0].blob.digest);
+    assert!(kinds.contains(&tar::EntryType::XHeader), "{kinds:?}");
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, tar::EntryType::GNULongName | tar::EntryType::GNULongLink)),
+        "{kinds:?}"
+    );
+    // And GNU tar, an independent reader, sees the same long name and link target.
+    let listing = gnu_tar_list(&store.path(&layers[0].blob.digest));
+    assert!(listing.contains(&format!("opt/conda/{long}")), "{listing}");
+    assert!(
+        listing.contains(&format!(
+            "opt/conda/share/link -> {}/file.txt",
+            "d".repeat(150)
+        )),
+        "{listing}"
+    );
+}
+
+fn raw_entry_types(store: &BlobStore, digest: &imgbuild_oci::Digest) -> Vec<tar::EntryType> {
+    let file = std::fs::File::open(store.path(digest)).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    archive
+        .entries()
+        .unwrap()
+        .raw(true)
+        .map(|e| e.unwrap().header().entry_type())
+        .collect()
+}
+
+/// `tar -tvzf` by GNU tar, which must be installed.
+fn gnu_tar_list(blob: &Path) -> String {
+    let out = std::process::Command::new("tar")
+        .arg("--list")
+        .arg("--verbose")
+        .arg("--gzip")
+        .arg("--file")
+        .arg(blob)
+        .output()
+        .expect("GNU tar is installed");
+    assert!(
+        out.status.success(),
+        "tar failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A file over 8 GiB (ustar's size limit) goes in with a PAX `size` record; GNU tar reads it
+/// back with its exact size. The file is sparse, so this costs CPU (hashing and compressing
+/// 8 GiB of zeros), not disk.
+#[test]
+fn a_file_over_eight_gib_keeps_its_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("lib")).unwrap();
+    let size: u64 = (8 << 30) + 4097;
+    let file = std::fs::File::create(root.join("lib/huge.bin")).unwrap();
+    file.set_len(size).unwrap();
+    drop(file);
+    let store = BlobStore::new(tmp.path().join("store"));
+    let layers = write_all(&root, &store).unwrap();
+    assert_eq!(layers.len(), 1);
+    assert!(
+        layers[0].tar_size > size,
+        "tar of {} bytes",
+        layers[0].tar_size
+    );
+    let listing = gnu_tar_list(&store.path(&layers[0].blob.digest));
+    let line = listing
+        .lines()
+        .find(|l| l.ends_with("opt/conda/lib/huge.bin"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(line.contains(&format!(" {size} ")), "{line}");
 }
 
 #[test]

@@ -36,6 +36,18 @@ pub enum OciError {
     },
     #[error("{layout}: {message}")]
     Base { layout: PathBuf, message: String },
+    #[error(
+        "the base image has {base} layers and the environment may use up to {budget} \
+         (--max-layers): {total} is over {max}, the most layers Docker and containerd accept; \
+         pass --max-layers {fit} or fewer, or use a base with fewer layers"
+    )]
+    TooManyLayers {
+        base: usize,
+        budget: usize,
+        total: usize,
+        max: usize,
+        fit: usize,
+    },
     #[error("could not serialize {what}: {source}")]
     Json {
         what: &'static str,

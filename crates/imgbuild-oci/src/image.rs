@@ -29,6 +29,26 @@ impl Compression {
     }
 }
 
+/// The most layers an image may have: Docker and containerd refuse to run images with more
+/// (overlayfs mounts are limited by the page-sized mount options).
+pub const MAX_IMAGE_LAYERS: usize = 125;
+
+/// Refuses, before any work is done, a build whose base layers plus the environment's layer
+/// budget could exceed [`MAX_IMAGE_LAYERS`].
+pub fn check_layer_budget(base_layers: usize, env_budget: usize) -> Result<(), OciError> {
+    let total = base_layers + env_budget;
+    if total > MAX_IMAGE_LAYERS {
+        return Err(OciError::TooManyLayers {
+            base: base_layers,
+            budget: env_budget,
+            total,
+            max: MAX_IMAGE_LAYERS,
+            fit: MAX_IMAGE_LAYERS.saturating_sub(base_layers),
+        });
+    }
+    Ok(())
+}
+
 /// A layer blob that is already in a [`BlobStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerBlob {

@@ -9,8 +9,12 @@ use imgbuild_builder::spec::ImageOptions;
 use imgbuild_builder::{
     install, lock, solve, Context, EnvSpec, InstallPrefix, Target, TargetPlatform,
 };
-use imgbuild_layer::{collect_owners, plan_layers, write_layers, PlanOptions, WriteOptions};
+use imgbuild_layer::{
+    collect_owners, plan_layers, write_layers, BuiltEnvironment, EnvironmentCache,
+    EnvironmentRecipe, PlanOptions, WriteOptions,
+};
 use imgbuild_oci::{archive, image, layout, BaseImage, BlobStore, Compression, RuntimeConfig};
+use rattler_conda_types::{MatchSpec, RepoDataRecord};
 
 use imgbuild_oci::registry::{pull_image, Reference};
 
@@ -138,6 +142,11 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         }
     };
 
+    image::check_layer_budget(
+        base.as_ref().map_or(0, |b| b.layers.len()),
+        plan_options.max_layers,
+    )?;
+
     let t = Instant::now();
     let (records, requested) = match (&spec, &args.lock) {
         (_, Some(lock_path)) => {
@@ -195,13 +204,6 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         }
     }
 
-    let t = Instant::now();
-    let staging = install::install(&ctx, &records, &requested, &prefix, platform, mtime).await?;
-    tracing::info!("installed into staging root in {:.1?}", t.elapsed());
-
-    let t = Instant::now();
-    let owners = collect_owners(staging.path())?;
-    let plan = plan_layers(&owners, &plan_options)?;
     let write_options = WriteOptions {
         prefix: prefix.to_string(),
         compression: match args.compression {
@@ -211,28 +213,49 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         mtime,
         layer_cache: Some(cache_dir.join("layers")),
     };
-    let root = staging.path().to_path_buf();
-    let store_for_layers = store.clone();
-    let layers = tokio::task::spawn_blocking(move || {
-        write_layers(&root, &plan, &write_options, &store_for_layers)
-    })
-    .await??;
-    let reused = layers.iter().filter(|l| l.reused).count();
-    tracing::info!(
-        "layers: {} written, {} reused from the layer cache, in {:.1?}",
-        layers.len() - reused,
-        reused,
-        t.elapsed()
-    );
+    let requested_text: Vec<String> = requested.iter().map(|s| s.to_string()).collect();
+    let env_key = EnvironmentRecipe {
+        records: &records,
+        requested: &requested_text,
+        platform: platform.subdir().as_str(),
+        plan: &plan_options,
+        write: &write_options,
+    }
+    .key();
+    let env_cache = EnvironmentCache::new(cache_dir.join("environments"));
+    let environment = match env_cache.get(&env_key, &write_options, &store) {
+        Some(hit) => {
+            tracing::info!(
+                "environment unchanged since an earlier build: its {} layers reused, nothing installed or written",
+                hit.layers.len()
+            );
+            hit
+        }
+        None => {
+            let built = build_environment(
+                &ctx,
+                &records,
+                &requested,
+                &prefix,
+                platform,
+                &plan_options,
+                &write_options,
+                &store,
+            )
+            .await?;
+            env_cache.put(&env_key, &built);
+            built
+        }
+    };
+    let layers = environment.layers;
 
     if let Some(base) = base.as_ref().filter(|b| b.origin.is_none()) {
         base.import_into(&store)?;
     }
-    let activation = staging.activation(platform)?;
     let mut runtime = runtime;
-    runtime.path_prepend = activation.path_prepend;
+    runtime.path_prepend = environment.path_prepend;
     let mut env: Vec<(String, String)> = vec![("LANG".into(), "C.UTF-8".into())];
-    env.extend(activation.env);
+    env.extend(environment.env);
     env.extend(std::mem::take(&mut runtime.env));
     runtime.env = env;
     let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();
@@ -251,7 +274,6 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     if let Some(path) = &args.archive {
         archive::write_archive(path, &store, &built, &args.tags)?;
     }
-    drop(staging);
     if !push_targets.is_empty() {
         registry::push_all(
             &store,
@@ -368,6 +390,53 @@ fn parse_size(s: &str) -> Result<u64> {
         format!("invalid size '{s}': use bytes or a number with KiB, MiB or GiB")
     })?;
     Ok(n * mult)
+}
+
+/// Installs the environment into a staging root, cuts it into layers and bakes its activation.
+#[allow(clippy::too_many_arguments)]
+async fn build_environment(
+    ctx: &Context,
+    records: &[RepoDataRecord],
+    requested: &[MatchSpec],
+    prefix: &InstallPrefix,
+    platform: TargetPlatform,
+    plan_options: &PlanOptions,
+    write_options: &WriteOptions,
+    store: &BlobStore,
+) -> Result<BuiltEnvironment> {
+    let t = Instant::now();
+    let staging = install::install(
+        ctx,
+        records,
+        requested,
+        prefix,
+        platform,
+        write_options.mtime,
+    )
+    .await?;
+    tracing::info!("installed into staging root in {:.1?}", t.elapsed());
+
+    let t = Instant::now();
+    let owners = collect_owners(staging.path())?;
+    let plan = plan_layers(&owners, plan_options)?;
+    let root = staging.path().to_path_buf();
+    let (store, write_options) = (store.clone(), write_options.clone());
+    let layers =
+        tokio::task::spawn_blocking(move || write_layers(&root, &plan, &write_options, &store))
+            .await??;
+    let reused = layers.iter().filter(|l| l.reused).count();
+    tracing::info!(
+        "layers: {} written, {} reused from the layer cache, in {:.1?}",
+        layers.len() - reused,
+        reused,
+        t.elapsed()
+    );
+    let activation = staging.activation(platform)?;
+    Ok(BuiltEnvironment {
+        layers,
+        path_prepend: activation.path_prepend,
+        env: activation.env,
+    })
 }
 
 fn source_date_epoch() -> Result<u64> {

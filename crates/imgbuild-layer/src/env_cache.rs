@@ -1,0 +1,180 @@
+//! Whole environments remembered by recipe, so a rebuild with nothing changed installs
+//! nothing, reads no file and compresses nothing.
+//!
+//! The layer cache (see [`crate::write`]) saves recompressing package layers, but a rebuild
+//! still needs a staging root: to plan layers and to write the environment layer, whose bytes
+//! are only known by reading it. This cache sits one level up. Its key is everything an
+//! environment's layers and activation are made from:
+//!
+//! * every package's URL and sha256, in order, and the requested specs (they are written into
+//!   `conda-meta`),
+//! * the prefix, the target platform, the layer plan and write options, the fixed mtime,
+//! * the imgbuild version and [`crate::write::LAYER_FORMAT_VERSION`] (a newer imgbuild may
+//!   write other bytes).
+//!
+//! Its value: the written layers (digests, sizes, owners) and the baked activation. A hit is
+//! used only if every layer blob is still in the store; anything unreadable is a miss.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use imgbuild_oci::{BlobStore, LayerBlob};
+use rattler_conda_types::RepoDataRecord;
+use sha2::{Digest as _, Sha256};
+
+use crate::write::{WriteOptions, WrittenLayer, LAYER_FORMAT_VERSION};
+use crate::PlanOptions;
+
+/// What an environment is built from; see the module docs.
+pub struct EnvironmentRecipe<'a> {
+    pub records: &'a [RepoDataRecord],
+    pub requested: &'a [String],
+    /// Target platform, e.g. `linux-64`.
+    pub platform: &'a str,
+    pub plan: &'a PlanOptions,
+    pub write: &'a WriteOptions,
+}
+
+impl EnvironmentRecipe<'_> {
+    /// The cache key: sha256 of a canonical text of the recipe.
+    pub fn key(&self) -> String {
+        let mut text = format!(
+            "imgbuild {} layer-format {LAYER_FORMAT_VERSION}\nplatform={}\nprefix={}\n\
+             compression={:?}\nmtime={}\nbig={}\ngroups={}\nmax_layers={}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.platform,
+            self.write.prefix,
+            self.write.compression,
+            self.write.mtime,
+            self.plan.big_package_threshold,
+            self.plan.small_groups,
+            self.plan.max_layers,
+        );
+        for spec in self.requested {
+            text.push_str(&format!("requested={spec}\n"));
+        }
+        for r in self.records {
+            let sha = r.package_record.sha256.map(hex::encode).unwrap_or_default();
+            let md5 = r.package_record.md5.map(hex::encode).unwrap_or_default();
+            text.push_str(&format!("package={} sha256={sha} md5={md5}\n", r.url));
+        }
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+}
+
+/// A built environment: its layers, and the activation baked from it.
+#[derive(Debug, Clone)]
+pub struct BuiltEnvironment {
+    pub layers: Vec<WrittenLayer>,
+    pub path_prepend: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    layers: Vec<EntryLayer>,
+    path_prepend: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EntryLayer {
+    digest: String,
+    diff_id: String,
+    size: u64,
+    tar_size: u64,
+    owners: Vec<String>,
+    dedup_saved: u64,
+    created_by: String,
+}
+
+/// The environments cache under `dir` (`<cache>/environments`).
+pub struct EnvironmentCache {
+    dir: PathBuf,
+}
+
+impl EnvironmentCache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.json"))
+    }
+
+    /// The environment built for `key`, if it was and its blobs are all still in `store`.
+    /// Every layer comes back marked `reused`.
+    pub fn get(
+        &self,
+        key: &str,
+        write: &WriteOptions,
+        store: &BlobStore,
+    ) -> Option<BuiltEnvironment> {
+        let entry: Entry = serde_json::from_slice(&fs::read(self.path(key)).ok()?).ok()?;
+        let layers = entry
+            .layers
+            .into_iter()
+            .map(|l| {
+                let digest = l.digest.parse().ok()?;
+                store.contains(&digest).then_some(())?;
+                Some(WrittenLayer {
+                    blob: LayerBlob {
+                        digest,
+                        diff_id: l.diff_id.parse().ok()?,
+                        size: l.size,
+                        compression: write.compression,
+                        created_by: l.created_by,
+                    },
+                    tar_size: l.tar_size,
+                    owners: l.owners,
+                    dedup_saved: l.dedup_saved,
+                    reused: true,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(BuiltEnvironment {
+            layers,
+            path_prepend: entry.path_prepend,
+            env: entry.env,
+        })
+    }
+
+    /// Remembers `built` under `key` (temp file + rename). A failure only costs reuse, so it
+    /// is logged, not returned.
+    pub fn put(&self, key: &str, built: &BuiltEnvironment) {
+        let entry = Entry {
+            layers: built
+                .layers
+                .iter()
+                .map(|l| EntryLayer {
+                    digest: l.blob.digest.to_string(),
+                    diff_id: l.blob.diff_id.to_string(),
+                    size: l.blob.size,
+                    tar_size: l.tar_size,
+                    owners: l.owners.clone(),
+                    dedup_saved: l.dedup_saved,
+                    created_by: l.blob.created_by.clone(),
+                })
+                .collect(),
+            path_prepend: built.path_prepend.clone(),
+            env: built.env.clone(),
+        };
+        let result = fs::create_dir_all(&self.dir).and_then(|()| {
+            let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
+            temp.write_all(&serde_json::to_vec(&entry).expect("serializable"))?;
+            temp.persist(self.path(key)).map_err(|e| e.error)?;
+            Ok(())
+        });
+        if let Err(e) = result {
+            tracing::warn!(
+                "could not record the environment in {}: {e}",
+                self.dir.display()
+            );
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
