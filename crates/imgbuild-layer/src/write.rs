@@ -37,7 +37,7 @@ pub struct WriteOptions {
 }
 
 /// Bumped whenever the tar layout changes, so layers cached by an older imgbuild are not reused.
-pub const LAYER_FORMAT_VERSION: u32 = 2;
+pub const LAYER_FORMAT_VERSION: u32 = 3;
 
 /// A layer that is now in the blob store.
 #[derive(Debug, Clone)]
@@ -121,16 +121,24 @@ fn remember(layer: &PlannedLayer, options: &WriteOptions, written: &WrittenLayer
 }
 
 /// Writes every planned layer into `store`, concurrently; results are in plan order.
+///
+/// Layers are started largest first (and handed out one at a time), so the biggest layer is
+/// not left to run alone at the end while the other cores idle.
 pub fn write_layers(
     root: &Path,
     layers: &[PlannedLayer],
     options: &WriteOptions,
     store: &BlobStore,
 ) -> Result<Vec<WrittenLayer>, LayerError> {
-    layers
+    let mut order: Vec<usize> = (0..layers.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(layers[i].size));
+    let mut written: Vec<(usize, WrittenLayer)> = order
         .par_iter()
-        .map(|layer| write_layer(root, layer, options, store))
-        .collect()
+        .with_max_len(1)
+        .map(|&i| write_layer(root, &layers[i], options, store).map(|w| (i, w)))
+        .collect::<Result<_, _>>()?;
+    written.sort_by_key(|(i, _)| *i);
+    Ok(written.into_iter().map(|(_, w)| w).collect())
 }
 
 enum Source {
@@ -288,19 +296,29 @@ fn find_duplicates(
     }
     let mut links = HashMap::new();
     for candidates in by_size.into_values().filter(|c| c.len() > 1) {
-        let mut first_by_content: HashMap<([u8; 32], u32), &Vec<u8>> = HashMap::new();
+        // Files of equal size are first told apart by their first 64 KiB, so big files that
+        // merely share a size (common in generated data, rare otherwise) are not read whole.
+        type Candidates<'a> = Vec<(&'a Vec<u8>, &'a PathBuf)>;
+        let mut by_head: HashMap<([u8; 32], u32), Candidates> = HashMap::new();
         for path in candidates {
             let Some(Source::File(src)) = entries.get(path) else {
                 continue;
             };
             let meta = src.symlink_metadata().map_err(|e| LayerError::io(src, e))?;
-            let key = (hash_file(src)?, file_mode(&meta));
-            match first_by_content.get(&key) {
-                Some(first) => {
-                    links.insert(path.clone(), (*first).clone());
-                }
-                None => {
-                    first_by_content.insert(key, path);
+            let key = (hash_file(src, Some(64 * 1024))?, file_mode(&meta));
+            by_head.entry(key).or_default().push((path, src));
+        }
+        for (_, group) in by_head.into_iter().filter(|(_, g)| g.len() > 1) {
+            let mut first_by_content: HashMap<[u8; 32], &Vec<u8>> = HashMap::new();
+            // `group` is in path order (candidates were), so the first path is kept.
+            for (path, src) in group {
+                match first_by_content.entry(hash_file(src, None)?) {
+                    std::collections::hash_map::Entry::Occupied(first) => {
+                        links.insert(path.clone(), (*first.get()).clone());
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(path);
+                    }
                 }
             }
         }
@@ -308,10 +326,12 @@ fn find_duplicates(
     Ok(links)
 }
 
-fn hash_file(path: &Path) -> Result<[u8; 32], LayerError> {
-    let mut file = File::open(path).map_err(|e| LayerError::io(path, e))?;
+/// sha256 of a file, or of its first `limit` bytes.
+fn hash_file(path: &Path, limit: Option<u64>) -> Result<[u8; 32], LayerError> {
+    let file = File::open(path).map_err(|e| LayerError::io(path, e))?;
     let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher).map_err(|e| LayerError::io(path, e))?;
+    io::copy(&mut file.take(limit.unwrap_or(u64::MAX)), &mut hasher)
+        .map_err(|e| LayerError::io(path, e))?;
     Ok(hasher.finalize().into())
 }
 
