@@ -2,9 +2,11 @@
 //! and serves on 127.0.0.1, checked with skopeo, umoci and podman. One test binary, so the
 //! workspace links once.
 
+mod bench_channel;
 mod build;
 mod common;
 mod errors;
+mod inspect;
 mod lock;
 mod oracle;
 mod push;

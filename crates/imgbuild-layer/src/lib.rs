@@ -15,6 +15,8 @@ pub mod ownership;
 mod pargz;
 mod pax;
 pub mod plan;
+pub mod readback;
+pub mod report;
 pub mod write;
 
 use std::path::{Path, PathBuf};

@@ -93,3 +93,32 @@ fn append_dir<W: Write>(tar: &mut tar::Builder<W>, name: &str) -> std::io::Resul
     h.set_mtime(0);
     tar.append_data(&mut h, name, std::io::empty())
 }
+
+/// Unpacks the OCI archive at `path` into the empty directory `dest`, which then is an OCI
+/// image layout. Entries that would land outside `dest` are refused (tar's `unpack_in`).
+pub fn unpack_archive(path: &Path, dest: &Path) -> Result<(), OciError> {
+    let file = File::open(path).map_err(|e| OciError::io(path, e))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    for entry in archive.entries().map_err(|e| OciError::io(path, e))? {
+        let mut entry = entry.map_err(|e| OciError::io(path, e))?;
+        let inside = entry.unpack_in(dest).map_err(|e| OciError::io(path, e))?;
+        if !inside {
+            return Err(OciError::Invalid {
+                path: path.to_path_buf(),
+                what: "OCI archive",
+                message: format!(
+                    "entry '{}' points outside the archive",
+                    String::from_utf8_lossy(&entry.path_bytes())
+                ),
+            });
+        }
+    }
+    if !dest.join("oci-layout").is_file() {
+        return Err(OciError::Invalid {
+            path: path.to_path_buf(),
+            what: "OCI archive",
+            message: "no oci-layout file in it".into(),
+        });
+    }
+    Ok(())
+}

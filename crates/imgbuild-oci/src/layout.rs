@@ -50,6 +50,11 @@ impl BaseImage {
         }
     }
 
+    /// Where the image's blobs are (the layout, or the blob store it was pulled into).
+    pub fn source(&self) -> &BlobStore {
+        &self.source
+    }
+
     /// Digests of the base's layers.
     pub fn layer_digests(&self) -> Vec<Digest> {
         self.layers

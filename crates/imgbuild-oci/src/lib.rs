@@ -14,6 +14,7 @@ mod canonical;
 pub mod digest;
 mod error;
 pub mod image;
+pub mod inspect;
 pub mod layout;
 pub mod registry;
 mod time;

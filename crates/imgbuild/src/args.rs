@@ -37,6 +37,59 @@ pub enum Command {
     Push(PushArgs),
     /// Solve an environment.yml for one or more platforms and write a lock file (pixi.lock format).
     Lock(LockArgs),
+    /// Show what an image is made of: layers, sizes, packages, estimated pull time.
+    Inspect(InspectArgs),
+    /// Compare an image with a reference image (e.g. one built on an Anaconda base).
+    Compare(CompareArgs),
+}
+
+/// Where `inspect` and `compare` read images from, and how.
+#[derive(Debug, Clone, Args)]
+pub struct ReadImageArgs {
+    /// Platform to pick when the image is an index.
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+
+    /// Registry images: download every layer, for uncompressed sizes and the conda-meta of
+    /// every layer (default: manifest, config and imgbuild's environment layer only).
+    #[arg(long)]
+    pub deep: bool,
+
+    /// Print the report as JSON (documented in docs/user-guide.md).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Where registry blobs are cached.
+    #[arg(long, value_name = "DIR", env = "IMGBUILD_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// oci:DIR[:TAG] (an OCI layout), oci-archive:FILE[:TAG] (an OCI archive; a plain path to a
+    /// directory or file works too) or a registry reference.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    #[command(flatten)]
+    pub read: ReadImageArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// The image to judge, as for `inspect`.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// The image to compare it with, as for `inspect`.
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+
+    #[command(flatten)]
+    pub read: ReadImageArgs,
 }
 
 #[derive(Debug, Clone, Args)]

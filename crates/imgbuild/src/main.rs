@@ -2,6 +2,7 @@
 
 mod args;
 mod build;
+mod inspect;
 mod lock;
 mod registry;
 
@@ -48,6 +49,8 @@ fn main() -> ExitCode {
         Some(Command::Build(args)) => runtime.block_on(build::run(*args, cli.quiet)),
         Some(Command::Push(args)) => runtime.block_on(registry::run_push(args)),
         Some(Command::Lock(args)) => runtime.block_on(lock::run(args)),
+        Some(Command::Inspect(args)) => runtime.block_on(inspect::run_inspect(args)),
+        Some(Command::Compare(args)) => runtime.block_on(inspect::run_compare(args)),
         None => runtime.block_on(build::run(cli.build, cli.quiet)),
     };
     match result {

@@ -1,0 +1,112 @@
+//! What an image's layers hold, from its manifest and config alone: the layer list behind
+//! `imgbuild inspect` and `imgbuild compare`.
+//!
+//! imgbuild names each layer's packages in the config history (`imgbuild: conda packages a b`,
+//! `imgbuild: environment …`), like `docker history` shows `RUN` lines, so the split of an
+//! image into packages is known without downloading a layer. Layers of other origins are
+//! `Base`.
+
+use oci_spec::image::Descriptor;
+use serde::Serialize;
+
+use crate::{BaseImage, Digest};
+
+/// What a layer holds, as its history entry tells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LayerKind {
+    /// conda packages, by `name-version-build`.
+    Conda { packages: Vec<String> },
+    /// `conda-meta/` and files no package owns.
+    Environment,
+    /// Anything not made by imgbuild (the base image).
+    Base,
+}
+
+/// One layer of an image.
+#[derive(Debug, Clone)]
+pub struct LayerInfo {
+    pub digest: Digest,
+    /// Compressed size, from the manifest.
+    pub size: u64,
+    pub media_type: String,
+    /// The config history's `created_by` for this layer, if any.
+    pub created_by: Option<String>,
+    pub kind: LayerKind,
+    pub descriptor: Descriptor,
+}
+
+/// The layers of `image`, each matched with its history entry (entries marked
+/// `empty_layer` have no layer and are skipped, as the OCI spec says).
+pub fn layer_infos(image: &BaseImage) -> Vec<LayerInfo> {
+    let history: Vec<Option<String>> = image
+        .config
+        .history()
+        .as_ref()
+        .map(|h| {
+            h.iter()
+                .filter(|e| e.empty_layer() != Some(true))
+                .map(|e| e.created_by().clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    image
+        .layers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let digest = Digest::try_from(d.digest()).ok()?;
+            let created_by = history.get(i).cloned().flatten();
+            let kind = created_by.as_deref().map_or(LayerKind::Base, kind_of);
+            Some(LayerInfo {
+                digest,
+                size: d.size(),
+                media_type: d.media_type().to_string(),
+                created_by,
+                kind,
+                descriptor: d.clone(),
+            })
+        })
+        .collect()
+}
+
+fn kind_of(created_by: &str) -> LayerKind {
+    if let Some(list) = created_by.strip_prefix("imgbuild: conda packages ") {
+        LayerKind::Conda {
+            packages: list.split_whitespace().map(str::to_string).collect(),
+        }
+    } else if created_by.starts_with("imgbuild: environment") {
+        LayerKind::Environment
+    } else {
+        LayerKind::Base
+    }
+}
+
+/// Seconds to download `bytes` at `bits_per_second`, ignoring latency and decompression.
+pub fn transfer_seconds(bytes: u64, bits_per_second: f64) -> f64 {
+    bytes as f64 * 8.0 / bits_per_second
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_history() {
+        assert_eq!(
+            kind_of("imgbuild: conda packages zlib-1.3-h0_0 xz-5.4-h0_0"),
+            LayerKind::Conda {
+                packages: vec!["zlib-1.3-h0_0".into(), "xz-5.4-h0_0".into()]
+            }
+        );
+        assert_eq!(
+            kind_of("imgbuild: environment (conda-meta and files no package owns)"),
+            LayerKind::Environment
+        );
+        assert_eq!(
+            kind_of("/bin/sh -c apt-get install -y curl"),
+            LayerKind::Base
+        );
+        assert!((transfer_seconds(100_000_000, 1e8) - 8.0).abs() < 1e-9);
+    }
+}
