@@ -68,7 +68,7 @@ fn inspect_json_matches_the_blobs_and_conda_meta() {
             "compressed size = blob size"
         );
         let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+        flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).unwrap())
             .read_to_end(&mut tar)
             .unwrap();
         assert_eq!(l["uncompressed_size"].as_u64().unwrap(), tar.len() as u64);

@@ -14,7 +14,6 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use imgbuild_oci::{BlobStore, Compression, LayerBlob};
-use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use crate::hashing::HashingWriter;
@@ -37,7 +36,7 @@ pub struct WriteOptions {
 }
 
 /// Bumped whenever the tar layout changes, so layers cached by an older imgbuild are not reused.
-pub const LAYER_FORMAT_VERSION: u32 = 3;
+pub const LAYER_FORMAT_VERSION: u32 = 4;
 
 /// A layer that is now in the blob store.
 #[derive(Debug, Clone)]
@@ -122,8 +121,10 @@ fn remember(layer: &PlannedLayer, options: &WriteOptions, written: &WrittenLayer
 
 /// Writes every planned layer into `store`, concurrently; results are in plan order.
 ///
-/// Layers are started largest first (and handed out one at a time), so the biggest layer is
-/// not left to run alone at the end while the other cores idle.
+/// One writer thread per core takes layers largest first, so the biggest layer is not left to
+/// run alone at the end. The writers are plain threads, not rayon tasks: gzip compression
+/// runs on the rayon pool (see `pargz.rs`), and a rayon worker waiting for its compression
+/// could steal and run a whole other layer in the meantime, serializing the build.
 pub fn write_layers(
     root: &Path,
     layers: &[PlannedLayer],
@@ -132,13 +133,44 @@ pub fn write_layers(
 ) -> Result<Vec<WrittenLayer>, LayerError> {
     let mut order: Vec<usize> = (0..layers.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(layers[i].size));
-    let mut written: Vec<(usize, WrittenLayer)> = order
-        .par_iter()
-        .with_max_len(1)
-        .map(|&i| write_layer(root, &layers[i], options, store).map(|w| (i, w)))
-        .collect::<Result<_, _>>()?;
-    written.sort_by_key(|(i, _)| *i);
-    Ok(written.into_iter().map(|(_, w)| w).collect())
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<Result<WrittenLayer, LayerError>>>> =
+        std::sync::Mutex::new((0..layers.len()).map(|_| None).collect());
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(layers.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&i) = order.get(k) else { break };
+                let result = write_layer(root, &layers[i], options, store);
+                let failed = result.is_err();
+                results.lock().expect("no writer panicked")[i] = Some(result);
+                if failed {
+                    // Let the other writers run out of work quickly.
+                    next.store(order.len(), std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
+            });
+        }
+    });
+    let results = results.into_inner().expect("no writer panicked");
+    let mut written = Vec::with_capacity(layers.len());
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Some(Ok(w)) => written.push(w),
+            Some(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            None => {}
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(written),
+    }
 }
 
 enum Source {
@@ -401,9 +433,7 @@ impl<W: Write> Encoder<W> {
     fn new(inner: W, compression: Compression) -> io::Result<Self> {
         Ok(match compression {
             // Block-parallel, with bytes independent of the core count (see pargz.rs).
-            Compression::Gzip => {
-                Encoder::Gzip(ParallelGzEncoder::new(inner, flate2::Compression::new(6))?)
-            }
+            Compression::Gzip => Encoder::Gzip(ParallelGzEncoder::new(inner)?),
             Compression::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(inner, 3)?;
                 // zstd's output is the same for any worker count >= 1, so this uses every

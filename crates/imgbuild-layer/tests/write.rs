@@ -23,7 +23,7 @@ fn entries(
     digest: &imgbuild_oci::Digest,
 ) -> Vec<(Vec<u8>, tar::EntryType, Option<Vec<u8>>)> {
     let file = std::fs::File::open(store.path(digest)).unwrap();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
     archive
         .entries()
         .unwrap()
@@ -127,7 +127,7 @@ fn odd_names_long_paths_and_duplicates_survive_byte_for_byte() {
 
 fn raw_entry_types(store: &BlobStore, digest: &imgbuild_oci::Digest) -> Vec<tar::EntryType> {
     let file = std::fs::File::open(store.path(digest)).unwrap();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
     archive
         .entries()
         .unwrap()

@@ -209,7 +209,7 @@ pub fn layer_entries(layout: &Path) -> Vec<Entry> {
             if layer["mediaType"].as_str().unwrap().ends_with("zstd") {
                 Box::new(zstd::Decoder::new(file).unwrap())
             } else {
-                Box::new(flate2::read::GzDecoder::new(file))
+                Box::new(flate2::read::MultiGzDecoder::new(file))
             };
         let mut archive = tar::Archive::new(reader);
         for entry in archive.entries().unwrap() {
