@@ -174,8 +174,13 @@ fn image_contents_are_relocated_normalized_and_layered() {
     assert_eq!(history.len(), layers.len());
     assert_eq!(history[0], "imgbuild: conda packages bigdata-1.0-0");
     assert!(
-        history.last().unwrap().contains("environment"),
+        history[history.len() - 2].contains("environment"),
         "{history:?}"
+    );
+    assert_eq!(
+        history.last().unwrap(),
+        "imgbuild: sbom (conda-meta/imgbuild.spdx.json)",
+        "the SBOM layer is last"
     );
     let copy = find("opt/conda/share/bigdata/weights-copy.bin");
     let orig = find("opt/conda/share/bigdata/weights.bin");
@@ -553,7 +558,9 @@ fn unchanged_package_layers_come_from_the_layer_cache() {
         (out, stderr(&res))
     };
     let (first, log) = build("first");
-    let layers = layer_digests(&first).len();
+    // The environment's layers; the SBOM layer comes after them.
+    let layers = layer_digests(&first).len() - 1;
+    assert!(log.contains("SBOM layer written"), "{log}");
     assert!(
         log.contains(&format!("layers: {layers} written, 0 reused")),
         "{log}"
@@ -565,6 +572,10 @@ fn unchanged_package_layers_come_from_the_layer_cache() {
         log.contains(&format!(
             "environment unchanged since an earlier build: its {layers} layers reused, nothing installed or written"
         )),
+        "{log}"
+    );
+    assert!(
+        log.contains("SBOM layer reused from the layer cache"),
         "{log}"
     );
     assert!(!log.contains("installed into staging root"), "{log}");
@@ -601,13 +612,13 @@ fn adding_one_small_package_changes_one_package_layer_and_the_environment_layer(
     let new: Vec<_> = after.iter().filter(|d| !before.contains(d)).collect();
     assert_eq!(
         new.len(),
-        2,
-        "one package group and the environment layer: {new:?}"
+        3,
+        "one package group, the environment layer and the SBOM: {new:?}"
     );
     assert_eq!(
-        new[1],
-        after.last().unwrap(),
-        "the environment layer is last"
+        new[1..],
+        [&after[after.len() - 2], &after[after.len() - 1]],
+        "the environment layer and the SBOM are last"
     );
 }
 

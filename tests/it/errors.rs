@@ -315,7 +315,8 @@ fn layer_budget_over_dockers_limit_is_refused_before_any_work() {
             &format!("the base image has {base_layers} layers"),
             "up to 124 (--max-layers)",
             "over 125",
-            &format!("--max-layers {} or fewer", 125 - base_layers),
+            "plus one for the SBOM",
+            &format!("--max-layers {} or fewer", 125 - base_layers - 1),
         ],
     );
     assert!(

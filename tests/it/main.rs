@@ -12,3 +12,4 @@ mod oracle;
 mod push;
 mod quickstart;
 mod realpkgs;
+mod sbom;

@@ -185,6 +185,8 @@ asyncio.run(main())
     // - CACHEDIR.TAG: rattler marks every prefix as a cache dir; imgbuild removes it (not image content).
     let mut reference = reference;
     reference.remove("CACHEDIR.TAG");
+    // - conda-meta/imgbuild.spdx.json: imgbuild's SBOM (its own layer), not part of the env.
+    assert!(ours.remove("conda-meta/imgbuild.spdx.json").is_some());
     // - conda-meta/history: rattler leaves it empty; imgbuild writes the revision conda would
     //   (checked here on its own, the way conda's history.py parses it).
     let history = match (

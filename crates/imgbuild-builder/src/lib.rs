@@ -13,6 +13,7 @@ pub mod install;
 pub mod lock;
 mod normalize;
 pub mod prefix;
+pub mod sbom;
 pub mod solve;
 pub mod spec;
 pub mod target;

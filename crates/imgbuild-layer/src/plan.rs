@@ -44,7 +44,8 @@ impl Default for PlanOptions {
 /// One layer to write: the owners it holds and their paths.
 #[derive(Debug, Clone)]
 pub struct PlannedLayer {
-    /// Labels of the owners (`name-version-build`, or `environment`).
+    /// Labels of the owners (`name-version-build`, `environment`, or `sbom` for the layer that
+    /// holds only the SBOM).
     pub owners: Vec<String>,
     /// Paths relative to the staging root.
     pub paths: Vec<PathBuf>,
@@ -62,6 +63,15 @@ impl PlannedLayer {
     pub fn description(&self) -> String {
         if self.owners == ["environment"] {
             "imgbuild: environment (conda-meta and files no package owns)".to_string()
+        } else if self.owners == ["sbom"] {
+            format!(
+                "imgbuild: sbom ({})",
+                self.paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
         } else {
             format!("imgbuild: conda packages {}", self.owners.join(" "))
         }

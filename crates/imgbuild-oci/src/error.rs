@@ -38,7 +38,8 @@ pub enum OciError {
     Base { layout: PathBuf, message: String },
     #[error(
         "the base image has {base} layers and the environment may use up to {budget} \
-         (--max-layers): {total} is over {max}, the most layers Docker and containerd accept; \
+         (--max-layers) plus one for the SBOM: {total} is over {max}, the most layers Docker \
+         and containerd accept; \
          pass --max-layers {fit} or fewer, or use a base with fewer layers"
     )]
     TooManyLayers {

@@ -34,16 +34,16 @@ impl Compression {
 pub const MAX_IMAGE_LAYERS: usize = 125;
 
 /// Refuses, before any work is done, a build whose base layers plus the environment's layer
-/// budget could exceed [`MAX_IMAGE_LAYERS`].
+/// budget (and the SBOM layer) could exceed [`MAX_IMAGE_LAYERS`].
 pub fn check_layer_budget(base_layers: usize, env_budget: usize) -> Result<(), OciError> {
-    let total = base_layers + env_budget;
+    let total = base_layers + env_budget + 1;
     if total > MAX_IMAGE_LAYERS {
         return Err(OciError::TooManyLayers {
             base: base_layers,
             budget: env_budget,
             total,
             max: MAX_IMAGE_LAYERS,
-            fit: MAX_IMAGE_LAYERS.saturating_sub(base_layers),
+            fit: MAX_IMAGE_LAYERS.saturating_sub(base_layers + 1),
         });
     }
     Ok(())

@@ -19,6 +19,8 @@ pub enum LayerKind {
     Conda { packages: Vec<String> },
     /// `conda-meta/` and files no package owns.
     Environment,
+    /// The software bill of materials imgbuild writes.
+    Sbom,
     /// Anything not made by imgbuild (the base image).
     Base,
 }
@@ -77,6 +79,8 @@ fn kind_of(created_by: &str) -> LayerKind {
         }
     } else if created_by.starts_with("imgbuild: environment") {
         LayerKind::Environment
+    } else if created_by.starts_with("imgbuild: sbom") {
+        LayerKind::Sbom
     } else {
         LayerKind::Base
     }

@@ -150,6 +150,12 @@ pub struct PushArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SbomFormatArg {
+    Spdx,
+    Cyclonedx,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CompressionArg {
     Gzip,
     Zstd,
@@ -252,6 +258,15 @@ pub struct BuildArgs {
     /// Layer compression.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: CompressionArg,
+
+    /// Also write the SBOM to this file (it is always in the image, under
+    /// <prefix>/conda-meta/imgbuild.spdx.json or imgbuild.cdx.json).
+    #[arg(long, value_name = "FILE")]
+    pub sbom: Option<PathBuf>,
+
+    /// SBOM format: SPDX 2.3 JSON or CycloneDX 1.5 JSON.
+    #[arg(long, value_enum, default_value = "spdx")]
+    pub sbom_format: SbomFormatArg,
 
     /// Packages installed larger than this get a layer of their own (e.g. 32MiB, 500KiB, 1000000).
     #[arg(long, default_value = "32MiB", value_name = "SIZE")]

@@ -5,20 +5,22 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
+use imgbuild_builder::sbom::{self, BaseImageRef, SbomFormat, SbomInput};
 use imgbuild_builder::spec::ImageOptions;
 use imgbuild_builder::{
     install, lock, solve, Context, EnvSpec, InstallPrefix, Target, TargetPlatform,
 };
+use imgbuild_layer::write::write_layer;
 use imgbuild_layer::{
     collect_owners, plan_layers, write_layers, BuiltEnvironment, EnvironmentCache,
-    EnvironmentRecipe, PlanOptions, WriteOptions,
+    EnvironmentRecipe, PlanOptions, PlannedLayer, WriteOptions,
 };
 use imgbuild_oci::{archive, image, layout, BaseImage, BlobStore, Compression, RuntimeConfig};
 use rattler_conda_types::{MatchSpec, RepoDataRecord};
 
 use imgbuild_oci::registry::{pull_image, Reference};
 
-use crate::args::{BuildArgs, CompressionArg};
+use crate::args::{BuildArgs, CompressionArg, SbomFormatArg};
 use crate::registry;
 
 /// The base image a build starts from.
@@ -197,8 +199,8 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         let needy = solve::packages_needing_glibc(&records);
         if !needy.is_empty() {
             tracing::warn!(
-                "base is 'scratch' but {} need glibc ({}); the image will not run without a glibc base (--base oci:DIR[:TAG])",
-                if needy.len() == 1 { "this package needs" } else { "these packages" },
+                "base is 'scratch' but {} glibc ({}); the image will not run without a glibc base (--base oci:DIR[:TAG])",
+                if needy.len() == 1 { "this package needs" } else { "these packages need" },
                 needy.join(", ")
             );
         }
@@ -247,7 +249,38 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
             built
         }
     };
-    let layers = environment.layers;
+    let mut layers = environment.layers;
+
+    // The SBOM: its own small layer (it names the base, which the environment's layers must
+    // not depend on), and --sbom FILE.
+    let sbom_format = match args.sbom_format {
+        SbomFormatArg::Spdx => SbomFormat::Spdx,
+        SbomFormatArg::Cyclonedx => SbomFormat::CycloneDx,
+    };
+    let base_ref = base.as_ref().map(|b| BaseImageRef {
+        name: base_str.clone(),
+        digest: b.manifest_digest.to_string(),
+    });
+    let sbom = sbom::render(
+        &SbomInput {
+            name: &format!("conda environment at {prefix}"),
+            records: &records,
+            base: base_ref.as_ref(),
+            created: &imgbuild_oci::rfc3339_utc(mtime as i64),
+        },
+        sbom_format,
+    );
+    layers.push(write_sbom_layer(
+        &cache_dir,
+        &sbom,
+        sbom_format,
+        &write_options,
+        &store,
+    )?);
+    if let Some(path) = &args.sbom {
+        layout::write_atomically(path, &sbom)
+            .with_context(|| format!("cannot write --sbom {}", path.display()))?;
+    }
 
     if let Some(base) = base.as_ref().filter(|b| b.origin.is_none()) {
         base.import_into(&store)?;
@@ -390,6 +423,44 @@ fn parse_size(s: &str) -> Result<u64> {
         format!("invalid size '{s}': use bytes or a number with KiB, MiB or GiB")
     })?;
     Ok(n * mult)
+}
+
+/// Writes the SBOM as a layer of its own: `<prefix>/conda-meta/<file>`.
+fn write_sbom_layer(
+    cache_dir: &std::path::Path,
+    sbom: &[u8],
+    format: SbomFormat,
+    write_options: &WriteOptions,
+    store: &BlobStore,
+) -> Result<imgbuild_layer::WrittenLayer> {
+    let staging = cache_dir.join("staging");
+    std::fs::create_dir_all(&staging)
+        .with_context(|| format!("cannot create {}", staging.display()))?;
+    let root = tempfile::Builder::new()
+        .prefix("sbom-")
+        .tempdir_in(&staging)
+        .with_context(|| format!("cannot create a directory in {}", staging.display()))?;
+    let rel = PathBuf::from("conda-meta").join(format.file_name());
+    std::fs::create_dir_all(root.path().join("conda-meta"))?;
+    std::fs::write(root.path().join(&rel), sbom)?;
+    let layer = PlannedLayer {
+        owners: vec!["sbom".into()],
+        paths: vec![rel],
+        size: sbom.len() as u64,
+        // The layer's bytes depend only on the document (and the write options the layer cache
+        // adds), so an unchanged SBOM is taken from the layer cache, not written again.
+        recipe: Some(format!("sbom\n{}", String::from_utf8_lossy(sbom))),
+    };
+    let written = write_layer(root.path(), &layer, write_options, store)?;
+    tracing::info!(
+        "SBOM layer {}",
+        if written.reused {
+            "reused from the layer cache"
+        } else {
+            "written"
+        }
+    );
+    Ok(written)
 }
 
 /// Installs the environment into a staging root, cuts it into layers and bakes its activation.

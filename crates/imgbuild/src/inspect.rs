@@ -119,6 +119,7 @@ pub async fn run_inspect(args: InspectArgs) -> Result<()> {
         let holds = match &l.kind {
             LayerKind::Conda { packages } => packages.join(" "),
             LayerKind::Environment => "environment (conda-meta, files no package owns)".into(),
+            LayerKind::Sbom => "SBOM".into(),
             LayerKind::Base => format!(
                 "base: {}",
                 l.created_by

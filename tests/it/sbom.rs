@@ -1,0 +1,193 @@
+//! The SBOM every build writes: SPDX 2.3 valid against the SPDX project's JSON schema (shipped
+//! in tests/data), every package of the environment and nothing else, purls that parse and
+//! agree with the records, the base image by digest; the same document inside the image;
+//! CycloneDX on request.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::str::FromStr;
+
+use packageurl::PackageUrl;
+use serde_json::Value;
+
+use crate::common::*;
+
+/// `(name, version, build)` of every conda-meta record in the layout's image.
+fn records(layout: &Path) -> BTreeSet<(String, String, String)> {
+    layer_entries(layout)
+        .into_iter()
+        .filter(|e| {
+            e.path.starts_with("opt/conda/conda-meta/")
+                && e.path.ends_with(".json")
+                && !e.path.ends_with("imgbuild.spdx.json")
+                && !e.path.ends_with("imgbuild.cdx.json")
+        })
+        .map(|e| {
+            let v: Value = serde_json::from_slice(&e.data).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            (s("name"), s("version"), s("build"))
+        })
+        .collect()
+}
+
+fn validate_spdx(doc: &Value) -> Result<(), String> {
+    let schema =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/spdx-2.3.schema.json");
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler.enable_format_assertions();
+    let index = compiler
+        .compile(schema.to_str().unwrap(), &mut schemas)
+        .unwrap_or_else(|e| panic!("schema does not compile: {e:#}"));
+    schemas
+        .validate(doc, index)
+        .map_err(|e| format!("not valid SPDX 2.3: {e:#}"))
+}
+
+#[test]
+fn spdx_sbom_is_valid_complete_and_in_the_image() {
+    let ctx = TestContext::new();
+    let base = ctx.path("base");
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["busybox"]).to_str().unwrap(),
+        "--prefix",
+        "/usr/local/bb",
+        "--output",
+        base.to_str().unwrap(),
+    ]));
+    let base_digest = read_json(&base.join("index.json"))["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = ctx.path("img");
+    let file = ctx.path("sbom.spdx.json");
+    assert_ok(
+        &ctx.imgbuild(&[
+            "--spec",
+            ctx.spec(&["whereami", "binlib", "hello-py"])
+                .to_str()
+                .unwrap(),
+            "--base",
+            &format!("oci:{}", base.display()),
+            "--output",
+            out.to_str().unwrap(),
+            "--sbom",
+            file.to_str().unwrap(),
+        ]),
+    );
+    let bytes = std::fs::read(&file).unwrap();
+    let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    validate_spdx(&doc).unwrap();
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    // The check can fail: a document without creation info, or with a bad checksum
+    // algorithm, is refused.
+    let mut broken = doc.clone();
+    broken.as_object_mut().unwrap().remove("creationInfo");
+    assert!(validate_spdx(&broken).is_err());
+    let mut broken = doc.clone();
+    broken["packages"][1]["checksums"][0]["algorithm"] = "SHA-256".into();
+    assert!(validate_spdx(&broken).is_err());
+
+    // The same bytes are in the image, in the last layer, under conda-meta.
+    let inside = layer_entries(&out)
+        .into_iter()
+        .find(|e| e.path == "opt/conda/conda-meta/imgbuild.spdx.json")
+        .expect("SBOM in the image");
+    assert_eq!(inside.data, bytes);
+
+    // Every conda package of the environment, and nothing else, each with its purl.
+    let expected = records(&out);
+    assert!(expected.len() >= 4, "{expected:?}");
+    let packages = doc["packages"].as_array().unwrap();
+    let mut listed = BTreeSet::new();
+    let mut base_entries = 0;
+    for p in packages {
+        let id = p["SPDXID"].as_str().unwrap();
+        if id == "SPDXRef-Image" {
+            continue;
+        }
+        let purl_text = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
+        let purl = PackageUrl::from_str(purl_text)
+            .unwrap_or_else(|e| panic!("purl {purl_text} does not parse: {e}"));
+        if id == "SPDXRef-BaseImage" {
+            base_entries += 1;
+            assert_eq!(purl.ty(), "oci");
+            assert_eq!(p["versionInfo"], base_digest.as_str());
+            assert_eq!(purl.version(), Some(base_digest.as_str()));
+            continue;
+        }
+        assert_eq!(purl.ty(), "conda", "{purl_text}");
+        let name = p["name"].as_str().unwrap().to_string();
+        let version = p["versionInfo"].as_str().unwrap().to_string();
+        assert_eq!(purl.name(), name);
+        assert_eq!(purl.version(), Some(version.as_str()));
+        let q = purl.qualifiers();
+        let build = q.get("build").unwrap().to_string();
+        assert!(
+            q.get("channel").unwrap().starts_with("http://127.0.0.1:"),
+            "{purl_text}"
+        );
+        assert!(["linux-64", "noarch"].contains(&q.get("subdir").unwrap().as_ref()));
+        let sha = p["checksums"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["algorithm"] == "SHA256")
+            .unwrap()["checksumValue"]
+            .as_str()
+            .unwrap();
+        assert_eq!(sha.len(), 64);
+        assert_eq!(p["licenseDeclared"], "MIT");
+        assert!(p["downloadLocation"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"));
+        listed.insert((name, version, build));
+    }
+    assert_eq!(listed, expected, "every package of the env, nothing else");
+    assert_eq!(base_entries, 1, "the base image, by digest");
+
+    // CycloneDX on request, with the same packages.
+    let out2 = ctx.path("img2");
+    let cdx_file = ctx.path("sbom.cdx.json");
+    assert_ok(
+        &ctx.imgbuild(&[
+            "--spec",
+            ctx.spec(&["whereami", "binlib", "hello-py"])
+                .to_str()
+                .unwrap(),
+            "--output",
+            out2.to_str().unwrap(),
+            "--sbom",
+            cdx_file.to_str().unwrap(),
+            "--sbom-format",
+            "cyclonedx",
+        ]),
+    );
+    let cdx: Value = serde_json::from_slice(&std::fs::read(&cdx_file).unwrap()).unwrap();
+    assert_eq!(cdx["bomFormat"], "CycloneDX");
+    assert_eq!(cdx["specVersion"], "1.5");
+    assert!(cdx["serialNumber"]
+        .as_str()
+        .unwrap()
+        .starts_with("urn:uuid:"));
+    let names: BTreeSet<(String, String)> = cdx["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            PackageUrl::from_str(c["purl"].as_str().unwrap()).unwrap();
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["version"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected2: BTreeSet<(String, String)> =
+        records(&out2).into_iter().map(|(n, v, _)| (n, v)).collect();
+    assert_eq!(names, expected2);
+    assert!(layer_entries(&out2)
+        .iter()
+        .any(|e| e.path == "opt/conda/conda-meta/imgbuild.cdx.json"));
+}
