@@ -96,6 +96,23 @@ fn quickstart_example_builds_offline_and_validates() {
         "control bytes {ctl:?} in:\n{}",
         stderr(&res)
     );
+    // The closing summary: digest, size and layer count, then the time of every stage.
+    let log = stderr(&res);
+    assert!(String::from_utf8_lossy(&res.stdout).starts_with("digest: sha256:"));
+    assert!(log.contains("into 4 layers ("), "{log}");
+    let time = log
+        .lines()
+        .find(|l| l.starts_with("time: "))
+        .unwrap_or_else(|| panic!("no time line:\n{log}"));
+    for stage in [
+        "base ",
+        "resolve ",
+        "environment ",
+        "sbom+config ",
+        "write ",
+    ] {
+        assert!(time.contains(stage), "{stage} missing: {time}");
+    }
     let report = sh(&format!(
         "{}/../../../shared/tools/validate-image.sh {}:quickstart:latest 2>&1",
         env!("CARGO_MANIFEST_DIR"),

@@ -149,6 +149,8 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         plan_options.max_layers,
     )?;
 
+    let mut stages = Stages::new(started);
+    stages.mark("base");
     let t = Instant::now();
     let (records, requested) = match (&spec, &args.lock) {
         (_, Some(lock_path)) => {
@@ -206,6 +208,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         }
     }
 
+    stages.mark("resolve");
     let write_options = WriteOptions {
         prefix: prefix.to_string(),
         compression: match args.compression {
@@ -249,6 +252,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
             built
         }
     };
+    stages.mark("environment");
     let mut layers = environment.layers;
 
     // The SBOM: its own small layer (it names the base, which the environment's layers must
@@ -301,12 +305,14 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         mtime as i64,
     )?;
 
+    stages.mark("sbom+config");
     if let Some(out) = &args.output {
         layout::write_layout(out, &store, &built, &args.tags)?;
     }
     if let Some(path) = &args.archive {
         archive::write_archive(path, &store, &built, &args.tags)?;
     }
+    stages.mark("write");
     if !push_targets.is_empty() {
         registry::push_all(
             &store,
@@ -318,6 +324,9 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         .await?;
     }
 
+    if !push_targets.is_empty() {
+        stages.mark("push");
+    }
     let compressed: u64 = layers.iter().map(|l| l.blob.size).sum();
     let saved: u64 = layers.iter().map(|l| l.dedup_saved).sum();
     if !quiet {
@@ -352,7 +361,41 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
             .map(|a| format!("; archive {}", a.display()))
             .unwrap_or_default(),
     );
+    eprintln!("time: {stages}");
     Ok(())
+}
+
+/// Wall time per stage of a build, for the closing summary.
+struct Stages {
+    last: Instant,
+    done: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Stages {
+    fn new(started: Instant) -> Self {
+        Self {
+            last: started,
+            done: Vec::new(),
+        }
+    }
+
+    /// Ends the stage called `name` now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.done.push((name, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Stages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .done
+            .iter()
+            .map(|(name, d)| format!("{name} {:.2}s", d.as_secs_f64()))
+            .collect();
+        f.write_str(&parts.join(", "))
+    }
 }
 
 /// The base a build starts from when neither a flag nor the spec names one.
