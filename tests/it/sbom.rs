@@ -191,3 +191,80 @@ fn spdx_sbom_is_valid_complete_and_in_the_image() {
         .iter()
         .any(|e| e.path == "opt/conda/conda-meta/imgbuild.cdx.json"));
 }
+
+#[test]
+fn pushed_images_carry_their_sbom_as_a_referrer() {
+    let reg = crate::common::registry::Registry::start(Default::default());
+    let ctx = TestContext::new();
+    let tag = format!("{}/ml/env:1", reg.addr);
+    let out = ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["whereami"]).to_str().unwrap(),
+        "--tag",
+        &tag,
+        "--push",
+        "--insecure-registry",
+        &reg.addr,
+    ]);
+    assert_ok(&out);
+    let image = pushed_digest(&out, &tag);
+    let http = |path: &str| {
+        sh(&format!(
+            "curl -s -w '\\n%{{http_code}}' -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' http://{}/v2/ml/env/{path}",
+            reg.addr
+        ))
+    };
+    // The referrers API, where the registry has it; else the referrers tag schema.
+    let api = http(&format!("referrers/{image}"));
+    let (body, code) = api.trim_end().rsplit_once('\n').unwrap();
+    let index: Value = if code == "200" {
+        serde_json::from_str(body).unwrap()
+    } else {
+        let fallback = http(&format!("manifests/{}", image.replace(':', "-")));
+        let (body, code) = fallback.trim_end().rsplit_once('\n').unwrap();
+        assert_eq!(
+            code, "200",
+            "no referrers API ({api}) and no referrers tag: {body}"
+        );
+        serde_json::from_str(body).unwrap()
+    };
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{index}");
+    assert_eq!(entries[0]["artifactType"], "application/spdx+json");
+    let artifact = entries[0]["digest"].as_str().unwrap();
+    let manifest = http(&format!("manifests/{artifact}"));
+    let (body, code) = manifest.trim_end().rsplit_once('\n').unwrap();
+    assert_eq!(code, "200", "{body}");
+    let manifest: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(manifest["subject"]["digest"], image.as_str());
+    assert_eq!(manifest["artifactType"], "application/spdx+json");
+    let sbom_digest = manifest["layers"][0]["digest"].as_str().unwrap();
+    let sbom = sh(&format!(
+        "curl -sf http://{}/v2/ml/env/blobs/{sbom_digest}",
+        reg.addr
+    ));
+    let doc: Value = serde_json::from_str(&sbom).unwrap();
+    validate_spdx(&doc).unwrap();
+    assert!(doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "whereami"));
+
+    // Pushing again keeps one referrer, not two.
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["whereami"]).to_str().unwrap(),
+        "--tag",
+        &tag,
+        "--push",
+        "--insecure-registry",
+        &reg.addr,
+    ]));
+    if code != "200" {
+        let again = http(&format!("manifests/{}", image.replace(':', "-")));
+        let (body, _) = again.trim_end().rsplit_once('\n').unwrap();
+        let index: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    }
+}

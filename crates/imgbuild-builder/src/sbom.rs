@@ -19,6 +19,14 @@ pub enum SbomFormat {
 }
 
 impl SbomFormat {
+    /// The media type of the document (the `artifactType` when attached to an image).
+    pub fn media_type(self) -> &'static str {
+        match self {
+            SbomFormat::Spdx => "application/spdx+json",
+            SbomFormat::CycloneDx => "application/vnd.cyclonedx+json",
+        }
+    }
+
     /// File name of the SBOM inside the image, under `<prefix>/conda-meta/`.
     pub fn file_name(self) -> &'static str {
         match self {

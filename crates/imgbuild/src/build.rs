@@ -320,6 +320,10 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
             &push_targets,
             base.as_ref(),
             &registry_options,
+            Some(&registry::Attachment {
+                artifact_type: sbom_format.media_type(),
+                bytes: &sbom,
+            }),
         )
         .await?;
     }

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use imgbuild_builder::TargetPlatform;
 use imgbuild_oci::registry::{
-    push_image, ClientOptions, Credentials, PushSummary, Reference, RegistryClient,
+    attach_artifact, push_image, ClientOptions, Credentials, PushSummary, Reference, ReferrersMode,
+    RegistryClient,
 };
 use imgbuild_oci::{layout, BaseImage, BlobStore, Digest, ImagePlatform};
 
@@ -53,13 +54,21 @@ pub fn push_targets(tags: &[String]) -> Result<Vec<Reference>> {
     Ok(refs)
 }
 
-/// Pushes `manifest` from `store` to every reference, sharing one client per registry.
+/// An artifact to attach to the pushed image (the SBOM): its media type and bytes.
+pub struct Attachment<'a> {
+    pub artifact_type: &'a str,
+    pub bytes: &'a [u8],
+}
+
+/// Pushes `manifest` from `store` to every reference, sharing one client per registry, and
+/// attaches `attachment` to it in each repository.
 pub async fn push_all(
     store: &BlobStore,
     manifest: &Digest,
     targets: &[Reference],
     base: Option<&BaseImage>,
     options: &ClientOptions,
+    attachment: Option<&Attachment<'_>>,
 ) -> Result<Vec<PushSummary>> {
     let mut clients: HashMap<String, RegistryClient> = HashMap::new();
     let mut summaries = Vec::new();
@@ -83,6 +92,27 @@ pub async fn push_all(
             .await
             .with_context(|| format!("push to {target} failed"))?;
         print_summary(&summary);
+        if let Some(a) = attachment {
+            let (digest, mode) = attach_artifact(
+                client,
+                store,
+                &target.repository,
+                manifest,
+                a.artifact_type,
+                a.bytes,
+            )
+            .await
+            .with_context(|| format!("attaching the SBOM to {target} failed"))?;
+            println!(
+                "attached {} {digest} to {target} ({})",
+                a.artifact_type,
+                match mode {
+                    ReferrersMode::Api => "referrers API".to_string(),
+                    ReferrersMode::TagSchema =>
+                        format!("referrers tag {}", manifest.to_string().replace(':', "-")),
+                }
+            );
+        }
         summaries.push(summary);
     }
     Ok(summaries)
@@ -113,6 +143,14 @@ pub async fn run_push(args: PushArgs) -> Result<()> {
         .with_context(|| format!("cannot push {}", args.layout))?;
     let target: Reference = args.reference.parse()?;
     let options = client_options(&args.registry)?;
-    push_all(&BlobStore::new(&dir), &manifest, &[target], None, &options).await?;
+    push_all(
+        &BlobStore::new(&dir),
+        &manifest,
+        &[target],
+        None,
+        &options,
+        None,
+    )
+    .await?;
     Ok(())
 }

@@ -594,14 +594,15 @@ impl RegistryClient {
         Ok(url)
     }
 
-    /// Puts a manifest (or index) under `reference` (a tag or digest).
+    /// Puts a manifest (or index) under `reference` (a tag or digest); returns the response
+    /// headers (`OCI-Subject` tells whether the registry indexes referrers itself).
     pub async fn put_manifest(
         &self,
         repository: &str,
         reference: &str,
         media_type: &str,
         bytes: Bytes,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<HeaderMap, RegistryError> {
         let scopes = [push_scope(repository)];
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -619,7 +620,7 @@ impl RegistryClient {
             })
             .await?;
         if resp.status().is_success() {
-            Ok(())
+            Ok(resp.headers().clone())
         } else {
             Err(self
                 .fail_response(repository, &format!("put manifest {reference}"), resp)

@@ -5,6 +5,7 @@ mod client;
 mod pull;
 mod push;
 mod reference;
+mod referrers;
 
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ pub use client::{ClientOptions, RegistryClient, CHUNK_SIZE};
 pub use pull::pull_image;
 pub use push::{push_image, PushSummary, Tally, CONCURRENT_UPLOADS};
 pub use reference::{ParseReferenceError, Reference, DOCKER_HUB};
+pub use referrers::{attach_artifact, ReferrersMode};
 
 /// What can go wrong talking to a registry. Messages name the registry and repository and
 /// never contain credentials, tokens or upload-session URLs.
