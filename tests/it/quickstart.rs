@@ -129,3 +129,41 @@ fn quickstart_example_builds_offline_and_validates() {
         "{text}"
     );
 }
+
+/// On a terminal (a pseudo-terminal from util-linux `script`), a progress line names each
+/// stage and log lines are printed above it; the plain-log case is checked above.
+#[test]
+fn a_terminal_gets_a_progress_line() {
+    let ctx = TestContext::new();
+    let out = ctx.path("tty");
+    let spec = example_dir().join("environment.yml");
+    let cmd = format!(
+        "{} build --spec {} --base scratch --output {} --cache-dir {}",
+        env!("CARGO_BIN_EXE_imgbuild"),
+        spec.display(),
+        out.display(),
+        ctx.path("cache").display()
+    );
+    let res = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("IMGBUILD_BASE", "scratch")
+        .output()
+        .expect("util-linux script is installed");
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stdout)
+    );
+    let text = String::from_utf8_lossy(&res.stdout);
+    assert!(text.contains("\u{1b}[2K"), "no redrawn line:\n{text}");
+    for stage in [
+        "solving",
+        "downloading and installing packages",
+        "writing the image",
+    ] {
+        assert!(text.contains(stage), "{stage} missing:\n{text}");
+    }
+    assert!(!text.contains("pushing"), "{text}");
+    assert!(text.contains("digest: sha256:"), "{text}");
+}

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 pub use env_cache::{BuiltEnvironment, EnvironmentCache, EnvironmentRecipe};
 pub use ownership::{collect_owners, Owner, OwnerKind};
 pub use plan::{plan_layers, PlanOptions, PlannedLayer};
-pub use write::{write_layers, WriteOptions, WrittenLayer};
+pub use write::{write_layers, WriteOptions, WriteProgress, WrittenLayer};
 
 /// Everything that can go wrong while cutting layers.
 #[derive(Debug, thiserror::Error)]

@@ -33,6 +33,25 @@ pub struct WriteOptions {
     /// Where finished layers are remembered by recipe (see [`PlannedLayer::recipe`]); a layer
     /// whose recipe is there and whose blob is still in the store is not written again.
     pub layer_cache: Option<PathBuf>,
+    /// Bytes to write and written so far, for a progress display.
+    pub progress: Option<std::sync::Arc<WriteProgress>>,
+}
+
+/// Counters a progress display can poll while layers are written: installed bytes of all
+/// planned layers, and of those done (a layer from the cache counts as done at once).
+#[derive(Debug, Default)]
+pub struct WriteProgress {
+    pub total: std::sync::atomic::AtomicU64,
+    pub done: std::sync::atomic::AtomicU64,
+}
+
+impl WriteOptions {
+    fn advance(&self, bytes: u64) {
+        if let Some(p) = &self.progress {
+            p.done
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Bumped whenever the tar layout changes, so layers cached by an older imgbuild are not reused.
@@ -131,6 +150,11 @@ pub fn write_layers(
     options: &WriteOptions,
     store: &BlobStore,
 ) -> Result<Vec<WrittenLayer>, LayerError> {
+    if let Some(p) = &options.progress {
+        let total: u64 = layers.iter().map(|l| l.size).sum();
+        p.total
+            .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut order: Vec<usize> = (0..layers.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(layers[i].size));
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -186,6 +210,7 @@ pub fn write_layer(
     store: &BlobStore,
 ) -> Result<WrittenLayer, LayerError> {
     if let Some(hit) = cached(layer, options, store) {
+        options.advance(layer.size);
         return Ok(hit);
     }
     let written = write_layer_uncached(root, layer, options, store)?;
@@ -259,6 +284,7 @@ fn write_layer_uncached(
                         };
                         pax::append(&mut tar, &entry, io::empty()).map_err(io_err)?;
                         dedup_saved += meta.len();
+                        options.advance(meta.len());
                         continue;
                     }
                     let entry = pax::Entry {
@@ -272,6 +298,7 @@ fn write_layer_uncached(
                     // file that shrank fails here instead of producing a corrupt tar.
                     pax::append(&mut tar, &entry, ExactReader::new(file, meta.len()))
                         .map_err(|e| LayerError::io(src, e))?;
+                    options.advance(meta.len());
                 } else if ft.is_dir() {
                     pax::append(&mut tar, &dir, io::empty()).map_err(io_err)?;
                 } else {

@@ -15,6 +15,7 @@ fn options(cache: Option<PathBuf>) -> WriteOptions {
         compression: Compression::Gzip,
         mtime: 0,
         layer_cache: cache,
+        progress: None,
     }
 }
 

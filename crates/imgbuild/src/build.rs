@@ -151,6 +151,12 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
 
     let mut stages = Stages::new(started);
     stages.mark("base");
+    let progress = crate::progress::Progress::new(quiet);
+    progress.stage(if args.lock.is_some() {
+        "reading the lock file"
+    } else {
+        "solving"
+    });
     let t = Instant::now();
     let (records, requested) = match (&spec, &args.lock) {
         (_, Some(lock_path)) => {
@@ -217,6 +223,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         },
         mtime,
         layer_cache: Some(cache_dir.join("layers")),
+        progress: Some(Default::default()),
     };
     let requested_text: Vec<String> = requested.iter().map(|s| s.to_string()).collect();
     let env_key = EnvironmentRecipe {
@@ -237,6 +244,11 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
             hit
         }
         None => {
+            progress.stage("downloading and installing packages");
+            let _bar = write_options
+                .progress
+                .clone()
+                .and_then(|p| progress.layer_bytes(p));
             let built = build_environment(
                 &ctx,
                 &records,
@@ -253,6 +265,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
         }
     };
     stages.mark("environment");
+    progress.stage("writing the image");
     let mut layers = environment.layers;
 
     // The SBOM: its own small layer (it names the base, which the environment's layers must
@@ -314,6 +327,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     }
     stages.mark("write");
     if !push_targets.is_empty() {
+        progress.stage("pushing");
         registry::push_all(
             &store,
             &built.manifest_digest,
@@ -331,6 +345,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
     if !push_targets.is_empty() {
         stages.mark("push");
     }
+    drop(progress);
     let compressed: u64 = layers.iter().map(|l| l.blob.size).sum();
     let saved: u64 = layers.iter().map(|l| l.dedup_saved).sum();
     if !quiet {

@@ -4,6 +4,7 @@ mod args;
 mod build;
 mod inspect;
 mod lock;
+mod progress;
 mod registry;
 
 use std::process::ExitCode;
@@ -27,13 +28,19 @@ fn main() -> ExitCode {
             "{level},rattler=warn,rattler_repodata_gateway=warn,rattler_cache=warn"
         ))
     });
-    tracing_subscriber::fmt()
+    // On a terminal: short lines under the progress bar. Elsewhere (CI logs): plain,
+    // timestamped lines without colour.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .without_time()
-        .init();
+        .with_writer(|| progress::LogWriter)
+        .with_ansi(terminal)
+        .with_target(false);
+    if terminal {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,0 +1,129 @@
+//! Progress on a terminal: one line naming the current stage with its elapsed time and, while
+//! layers are written, a bar of bytes with rate and ETA. Off a terminal, or with `--quiet`,
+//! nothing is drawn: the (timestamped) log lines tell the same story, and CI logs stay free of
+//! control characters.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use imgbuild_layer::WriteProgress;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// The bar being drawn, if any: log lines are printed "around" it (see [`LogWriter`]).
+static ACTIVE: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Whether progress is drawn: stderr is a terminal and the user did not ask for quiet.
+pub fn enabled(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
+/// The build's progress line.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new(quiet: bool) -> Self {
+        let bar = enabled(quiet).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(spinner_style());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            *ACTIVE.lock().expect("progress lock") = Some(bar.clone());
+            bar
+        });
+        Self { bar }
+    }
+
+    /// Names the stage now running.
+    pub fn stage(&self, message: &'static str) {
+        if let Some(bar) = &self.bar {
+            bar.set_style(spinner_style());
+            bar.set_message(message);
+        }
+    }
+
+    /// Turns the line into a bytes bar fed by `counters` once layer writing starts (their
+    /// total is set), until the returned guard is dropped.
+    pub fn layer_bytes(&self, counters: Arc<WriteProgress>) -> Option<BytesBar> {
+        let bar = self.bar.clone()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (bar, stop) = (bar.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut started = false;
+                while !stop.load(Ordering::Relaxed) {
+                    let total = counters.total.load(Ordering::Relaxed);
+                    if total > 0 {
+                        if !started {
+                            bar.set_style(
+                                ProgressStyle::with_template(
+                                    "{spinner} writing layers {bar:30} {bytes}/{total_bytes} \
+                                     {bytes_per_sec} ETA {eta}",
+                                )
+                                .expect("valid template"),
+                            );
+                            bar.reset_elapsed();
+                            started = true;
+                        }
+                        bar.set_length(total);
+                        bar.set_position(counters.done.load(Ordering::Relaxed));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Some(BytesBar {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            *ACTIVE.lock().expect("progress lock") = None;
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Keeps a bytes bar updated; stops on drop.
+pub struct BytesBar {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for BytesBar {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template")
+}
+
+/// stderr for log lines: while a bar is drawn, the line is printed with the bar cleared and
+/// redrawn after it, so the two never garble each other.
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let active = ACTIVE.lock().expect("progress lock").clone();
+        match active {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
