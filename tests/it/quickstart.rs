@@ -167,3 +167,60 @@ fn a_terminal_gets_a_progress_line() {
     assert!(!text.contains("pushing"), "{text}");
     assert!(text.contains("digest: sha256:"), "{text}");
 }
+
+/// `--log-format json`: log lines are JSON objects with a timestamp and level, even on a
+/// terminal, where no progress line is drawn then.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let ctx = TestContext::new();
+    let spec = example_dir().join("environment.yml");
+    let res = ctx.imgbuild(&[
+        "build",
+        "--log-format",
+        "json",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--base",
+        "scratch",
+        "--output",
+        ctx.path("json").to_str().unwrap(),
+    ]);
+    assert_ok(&res);
+    let log = stderr(&res);
+    let objects: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(objects.len() >= 4, "{log}");
+    for o in &objects {
+        assert!(o["timestamp"].as_str().unwrap().ends_with('Z'), "{o}");
+        assert!(
+            o["level"].is_string() && o["fields"]["message"].is_string(),
+            "{o}"
+        );
+    }
+    assert!(objects.iter().any(|o| o["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("solved ")));
+
+    let cmd = format!(
+        "{} build --log-format json --spec {} --base scratch --output {} --cache-dir {}",
+        env!("CARGO_BIN_EXE_imgbuild"),
+        spec.display(),
+        ctx.path("json-tty").display(),
+        ctx.path("cache2").display()
+    );
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .expect("util-linux script is installed");
+    let text = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{text}");
+    assert!(
+        !text.contains("\u{1b}["),
+        "no progress line or colour with JSON logs:\n{text}"
+    );
+}

@@ -52,7 +52,7 @@ fn parse_base(s: &str) -> Result<Base> {
     Ok(Base::Registry(reference))
 }
 
-pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
+pub async fn run(args: BuildArgs, quiet: bool, draw_progress: bool) -> Result<()> {
     let started = Instant::now();
     if args.output.is_none() && args.archive.is_none() && !args.push {
         bail!("nothing to write: give --output DIR (an OCI image layout), --archive FILE (an OCI archive) and/or --push");
@@ -151,7 +151,7 @@ pub async fn run(args: BuildArgs, quiet: bool) -> Result<()> {
 
     let mut stages = Stages::new(started);
     stages.mark("base");
-    let progress = crate::progress::Progress::new(quiet);
+    let progress = crate::progress::Progress::new(draw_progress);
     progress.stage(if args.lock.is_some() {
         "reading the lock file"
     } else {

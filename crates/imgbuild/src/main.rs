@@ -31,16 +31,21 @@ fn main() -> ExitCode {
     // On a terminal: short lines under the progress bar. Elsewhere (CI logs): plain,
     // timestamped lines without colour.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = cli.log_format == args::LogFormat::Json;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| progress::LogWriter)
-        .with_ansi(terminal)
+        .with_ansi(terminal && !json)
         .with_target(false);
-    if terminal {
+    if json {
+        logs.json().init();
+    } else if terminal {
         logs.without_time().init();
     } else {
         logs.init();
     }
+    // A progress line only for a person at a terminal.
+    let draw_progress = !json && progress::enabled(cli.quiet);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -53,12 +58,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Build(args)) => runtime.block_on(build::run(*args, cli.quiet)),
+        Some(Command::Build(args)) => runtime.block_on(build::run(*args, cli.quiet, draw_progress)),
         Some(Command::Push(args)) => runtime.block_on(registry::run_push(args)),
         Some(Command::Lock(args)) => runtime.block_on(lock::run(args)),
         Some(Command::Inspect(args)) => runtime.block_on(inspect::run_inspect(args)),
         Some(Command::Compare(args)) => runtime.block_on(inspect::run_compare(args)),
-        None => runtime.block_on(build::run(cli.build, cli.quiet)),
+        None => runtime.block_on(build::run(cli.build, cli.quiet, draw_progress)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -25,8 +25,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(quiet: bool) -> Self {
-        let bar = enabled(quiet).then(|| {
+    /// A progress line, drawn only if `draw` (see [`enabled`]).
+    pub fn new(draw: bool) -> Self {
+        let bar = draw.then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(spinner_style());
             bar.enable_steady_tick(Duration::from_millis(120));
