@@ -558,6 +558,24 @@ fn unchanged_package_layers_come_from_the_layer_cache() {
         (out, stderr(&res))
     };
     let (first, log) = build("first");
+    // A fresh cache: every package is downloaded, and the bytes counted for the progress bar
+    // are exactly the archives' sizes the records state.
+    let records: Vec<serde_json::Value> = layer_entries(&first)
+        .into_iter()
+        .filter(|e| {
+            e.path.starts_with("opt/conda/conda-meta/")
+                && e.path.ends_with(".json")
+                && !e.path.contains("imgbuild.")
+        })
+        .map(|e| serde_json::from_slice(&e.data).unwrap())
+        .collect();
+    let bytes: u64 = records.iter().map(|r| r["size"].as_u64().unwrap()).sum();
+    assert!(
+        log.contains(&format!("downloaded {} packages (", records.len()))
+            && log.contains(&format!(", {bytes} bytes)")),
+        "{} packages, {bytes} bytes:\n{log}",
+        records.len()
+    );
     // The environment's layers; the SBOM layer comes after them.
     let layers = layer_digests(&first).len() - 1;
     assert!(log.contains("SBOM layer written"), "{log}");
@@ -579,6 +597,10 @@ fn unchanged_package_layers_come_from_the_layer_cache() {
         "{log}"
     );
     assert!(!log.contains("installed into staging root"), "{log}");
+    assert!(
+        !log.contains("downloaded "),
+        "nothing downloaded twice: {log}"
+    );
     assert!(!log.contains(" written, "), "{log}");
     assert_eq!(manifest(&first), manifest(&second));
     // A cached layer whose blob is gone is written again, to the same digest (the environment

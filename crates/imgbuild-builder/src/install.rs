@@ -121,7 +121,10 @@ async fn fetch(
                 record.url.clone(),
                 ctx.client.clone().into(),
                 default_retry_policy(),
-                None,
+                ctx.download_progress.clone().map(|p| {
+                    std::sync::Arc::new(crate::download_progress::Reporter::new(p))
+                        as std::sync::Arc<dyn rattler_cache::package_cache::CacheReporter>
+                }),
                 None,
             )
             .await

@@ -7,6 +7,7 @@
 //! layers or images; the staging root is an ordinary directory plus the records that made it.
 
 pub mod activation;
+pub mod download_progress;
 mod error;
 pub mod history;
 pub mod install;
@@ -36,6 +37,8 @@ pub struct Context {
     /// Root of the package cache (`pkgs/`), repodata cache (`repodata/`) and staging roots.
     pub cache_dir: PathBuf,
     pub client: ClientWithMiddleware,
+    /// Where package downloads report their bytes, if anyone is watching.
+    pub download_progress: Option<std::sync::Arc<download_progress::DownloadProgress>>,
 }
 
 impl Context {
@@ -48,6 +51,7 @@ impl Context {
         Ok(Self {
             cache_dir,
             client: reqwest_middleware::ClientBuilder::new(client).build(),
+            download_progress: None,
         })
     }
 

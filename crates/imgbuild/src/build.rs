@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
+use imgbuild_builder::download_progress::DownloadProgress;
 use imgbuild_builder::sbom::{self, BaseImageRef, SbomFormat, SbomInput};
 use imgbuild_builder::spec::ImageOptions;
 use imgbuild_builder::{
@@ -108,7 +109,9 @@ pub async fn run(args: BuildArgs, quiet: bool, draw_progress: bool) -> Result<()
     };
     let mtime = source_date_epoch()?;
     let cache_dir = crate::resolve_cache_dir(args.cache_dir.as_deref())?;
-    let ctx = Context::new(cache_dir.clone())?;
+    let mut ctx = Context::new(cache_dir.clone())?;
+    let downloads = std::sync::Arc::new(DownloadProgress::default());
+    ctx.download_progress = Some(downloads.clone());
     let store = BlobStore::new(&cache_dir);
     let base = match base_ref {
         Base::Scratch => None,
@@ -248,7 +251,7 @@ pub async fn run(args: BuildArgs, quiet: bool, draw_progress: bool) -> Result<()
             let _bar = write_options
                 .progress
                 .clone()
-                .and_then(|p| progress.layer_bytes(p));
+                .and_then(|p| progress.bytes(downloads.clone(), p));
             let built = build_environment(
                 &ctx,
                 &records,
@@ -264,6 +267,16 @@ pub async fn run(args: BuildArgs, quiet: bool, draw_progress: bool) -> Result<()
             built
         }
     };
+    let downloaded = downloads
+        .packages
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if downloaded > 0 {
+        let bytes = downloads.done.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            "downloaded {downloaded} packages ({}, {bytes} bytes)",
+            human(bytes)
+        );
+    }
     stages.mark("environment");
     progress.stage("writing the image");
     let mut layers = environment.layers;

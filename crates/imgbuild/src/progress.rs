@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use imgbuild_builder::download_progress::DownloadProgress;
 use imgbuild_layer::WriteProgress;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -45,31 +46,40 @@ impl Progress {
         }
     }
 
-    /// Turns the line into a bytes bar fed by `counters` once layer writing starts (their
-    /// total is set), until the returned guard is dropped.
-    pub fn layer_bytes(&self, counters: Arc<WriteProgress>) -> Option<BytesBar> {
+    /// Turns the line into a bytes bar — for package downloads while they run, then for
+    /// layer writing once it starts (its total is set) — until the returned guard is dropped.
+    pub fn bytes(
+        &self,
+        downloads: Arc<DownloadProgress>,
+        layers: Arc<WriteProgress>,
+    ) -> Option<BytesBar> {
         let bar = self.bar.clone()?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (bar, stop) = (bar.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut started = false;
+                let mut showing = "";
                 while !stop.load(Ordering::Relaxed) {
-                    let total = counters.total.load(Ordering::Relaxed);
+                    let (what, total, done) = if layers.total.load(Ordering::Relaxed) > 0 {
+                        ("writing layers", &layers.total, &layers.done)
+                    } else {
+                        ("downloading", &downloads.total, &downloads.done)
+                    };
+                    let total = total.load(Ordering::Relaxed);
                     if total > 0 {
-                        if !started {
+                        if showing != what {
                             bar.set_style(
-                                ProgressStyle::with_template(
-                                    "{spinner} writing layers {bar:30} {bytes}/{total_bytes} \
-                                     {bytes_per_sec} ETA {eta}",
-                                )
+                                ProgressStyle::with_template(&format!(
+                                    "{{spinner}} {what} {{bar:30}} {{bytes}}/{{total_bytes}} \
+                                     {{bytes_per_sec}} ETA {{eta}}"
+                                ))
                                 .expect("valid template"),
                             );
                             bar.reset_elapsed();
-                            started = true;
+                            showing = what;
                         }
                         bar.set_length(total);
-                        bar.set_position(counters.done.load(Ordering::Relaxed));
+                        bar.set_position(done.load(Ordering::Relaxed));
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
