@@ -560,15 +560,7 @@ fn unchanged_package_layers_come_from_the_layer_cache() {
     let (first, log) = build("first");
     // A fresh cache: every package is downloaded, and the bytes counted for the progress bar
     // are exactly the archives' sizes the records state.
-    let records: Vec<serde_json::Value> = layer_entries(&first)
-        .into_iter()
-        .filter(|e| {
-            e.path.starts_with("opt/conda/conda-meta/")
-                && e.path.ends_with(".json")
-                && !e.path.contains("imgbuild.")
-        })
-        .map(|e| serde_json::from_slice(&e.data).unwrap())
-        .collect();
+    let records = conda_meta_records(&first);
     let bytes: u64 = records.iter().map(|r| r["size"].as_u64().unwrap()).sum();
     assert!(
         log.contains(&format!("downloaded {} packages (", records.len()))

@@ -18,14 +18,11 @@ fn json_of(out: &std::process::Output) -> Value {
 
 /// `name-version-build` of every conda-meta record in the layout's layers, read directly.
 fn conda_meta_labels(layout: &std::path::Path) -> Vec<String> {
-    let mut labels: Vec<String> = layer_entries(layout)
-        .into_iter()
-        .filter_map(|e| {
-            let name = e.path.strip_prefix("opt/conda/conda-meta/")?;
-            if name == "imgbuild.spdx.json" {
-                return None; // the SBOM, not a package record
-            }
-            name.strip_suffix(".json").map(str::to_string)
+    let mut labels: Vec<String> = conda_meta_records(layout)
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap();
+            format!("{}-{}-{}", s("name"), s("version"), s("build"))
         })
         .collect();
     labels.sort();
@@ -133,6 +130,18 @@ fn inspect_json_matches_the_blobs_and_conda_meta() {
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("estimated pull:"), "{text}");
     assert!(text.contains("bigdata-1.0-0"), "{text}");
+
+    // A tar that is not an OCI archive is refused, naming what is missing.
+    let not_oci = ctx.path("not-oci.tar");
+    sh(&format!(
+        "tar cf {} -C {} img.tar",
+        not_oci.display(),
+        ctx.path("").display()
+    ));
+    assert_fails_with(
+        &ctx.imgbuild(&["inspect", &format!("oci-archive:{}", not_oci.display())]),
+        &["cannot read image", "no oci-layout file"],
+    );
 
     // A missing image is an error naming it.
     let missing = ctx.path("nope");

@@ -14,16 +14,9 @@ use crate::common::*;
 
 /// `(name, version, build)` of every conda-meta record in the layout's image.
 fn records(layout: &Path) -> BTreeSet<(String, String, String)> {
-    layer_entries(layout)
+    conda_meta_records(layout)
         .into_iter()
-        .filter(|e| {
-            e.path.starts_with("opt/conda/conda-meta/")
-                && e.path.ends_with(".json")
-                && !e.path.ends_with("imgbuild.spdx.json")
-                && !e.path.ends_with("imgbuild.cdx.json")
-        })
-        .map(|e| {
-            let v: Value = serde_json::from_slice(&e.data).unwrap();
+        .map(|v| {
             let s = |k: &str| v[k].as_str().unwrap().to_string();
             (s("name"), s("version"), s("build"))
         })

@@ -58,16 +58,7 @@ pub(crate) fn write(
 /// channel on conda.anaconda.org is named by its short name and any other by its URL.
 fn dist_str(record: &RepoDataRecord) -> String {
     let p = &record.package_record;
-    let channel = record
-        .channel
-        .as_deref()
-        .map(|c| c.trim_end_matches('/'))
-        .map(|c| {
-            c.strip_prefix("https://conda.anaconda.org/")
-                .unwrap_or(c)
-                .to_string()
-        })
-        .unwrap_or_else(|| "<unknown>".into());
+    let channel = channel_name(record).unwrap_or("<unknown>");
     format!(
         "{channel}/{}::{}-{}-{}",
         p.subdir,
@@ -75,6 +66,13 @@ fn dist_str(record: &RepoDataRecord) -> String {
         p.version,
         p.build
     )
+}
+
+/// The channel as conda names it: the short name for channels on conda.anaconda.org, the
+/// URL (without trailing slash) for any other.
+pub fn channel_name(record: &RepoDataRecord) -> Option<&str> {
+    let c = record.channel.as_deref()?.trim_end_matches('/');
+    Some(c.strip_prefix("https://conda.anaconda.org/").unwrap_or(c))
 }
 
 /// A Python string literal, as conda writes (and `ast.literal_eval` reads) the spec list.

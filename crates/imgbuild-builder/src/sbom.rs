@@ -74,12 +74,7 @@ pub fn conda_purl(record: &RepoDataRecord) -> String {
     } else {
         "conda"
     };
-    let channel = record
-        .channel
-        .as_deref()
-        .map(|c| c.trim_end_matches('/'))
-        .map(|c| c.strip_prefix("https://conda.anaconda.org/").unwrap_or(c))
-        .unwrap_or_default();
+    let channel = crate::history::channel_name(record).unwrap_or_default();
     format!(
         "pkg:conda/{}@{}?build={}&channel={}&subdir={}&type={kind}",
         encode(&p.name.as_normalized().to_lowercase()),
@@ -157,7 +152,7 @@ fn content_hash(input: &SbomInput<'_>) -> String {
         h.update(b"\n");
         h.update(r.url.as_str().as_bytes());
         if let Some(sha) = r.package_record.sha256 {
-            h.update(hex(&sha));
+            h.update(hex::encode(sha));
         }
     }
     if let Some(base) = input.base {
@@ -166,10 +161,6 @@ fn content_hash(input: &SbomInput<'_>) -> String {
         h.update(base.digest.as_bytes());
     }
     format!("{:x}", h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SPDX IDs allow letters, digits, `.` and `-`.
@@ -211,10 +202,10 @@ fn spdx(input: &SbomInput<'_>) -> Value {
         let id = spdx_id("conda", p.name.as_normalized());
         let mut checksums = Vec::new();
         if let Some(sha) = p.sha256 {
-            checksums.push(json!({"algorithm": "SHA256", "checksumValue": hex(&sha)}));
+            checksums.push(json!({"algorithm": "SHA256", "checksumValue": hex::encode(sha)}));
         }
         if let Some(md5) = p.md5 {
-            checksums.push(json!({"algorithm": "MD5", "checksumValue": hex(&md5)}));
+            checksums.push(json!({"algorithm": "MD5", "checksumValue": hex::encode(md5)}));
         }
         let license = spdx_expression(p.license.as_deref());
         let mut pkg = json!({
@@ -320,10 +311,10 @@ fn cyclonedx(input: &SbomInput<'_>) -> Value {
             let purl = conda_purl(r);
             let mut hashes = Vec::new();
             if let Some(sha) = p.sha256 {
-                hashes.push(json!({"alg": "SHA-256", "content": hex(&sha)}));
+                hashes.push(json!({"alg": "SHA-256", "content": hex::encode(sha)}));
             }
             if let Some(md5) = p.md5 {
-                hashes.push(json!({"alg": "MD5", "content": hex(&md5)}));
+                hashes.push(json!({"alg": "MD5", "content": hex::encode(md5)}));
             }
             let licenses = match (spdx_expression(p.license.as_deref()), &p.license) {
                 (Some(expr), _) => json!([{"expression": expr}]),

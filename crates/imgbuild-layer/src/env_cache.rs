@@ -16,8 +16,7 @@
 //! used only if every layer blob is still in the store; anything unreadable is a miss.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use imgbuild_oci::{BlobStore, LayerBlob};
 use rattler_conda_types::RepoDataRecord;
@@ -160,21 +159,6 @@ impl EnvironmentCache {
             path_prepend: built.path_prepend.clone(),
             env: built.env.clone(),
         };
-        let result = fs::create_dir_all(&self.dir).and_then(|()| {
-            let mut temp = tempfile::NamedTempFile::new_in(&self.dir)?;
-            temp.write_all(&serde_json::to_vec(&entry).expect("serializable"))?;
-            temp.persist(self.path(key)).map_err(|e| e.error)?;
-            Ok(())
-        });
-        if let Err(e) = result {
-            tracing::warn!(
-                "could not record the environment in {}: {e}",
-                self.dir.display()
-            );
-        }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
+        crate::write::remember_entry(&self.path(key), &entry, "environment");
     }
 }

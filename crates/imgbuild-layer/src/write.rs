@@ -126,15 +126,24 @@ fn remember(layer: &PlannedLayer, options: &WriteOptions, written: &WrittenLayer
         tar_size: written.tar_size,
         dedup_saved: written.dedup_saved,
     };
-    let result = fs::create_dir_all(dir).and_then(|()| {
-        let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-        temp.write_all(&serde_json::to_vec(&entry).expect("serializable"))?;
-        temp.persist(dir.join(format!("{key}.json")))
-            .map_err(|e| e.error)?;
-        Ok(())
-    });
+    remember_entry(&dir.join(format!("{key}.json")), &entry, "layer");
+}
+
+/// Writes a cache entry as JSON (temp file + rename, via the OCI crate). A failure only costs
+/// reuse later, so it is logged, not returned.
+pub(crate) fn remember_entry(path: &Path, entry: &impl serde::Serialize, what: &str) {
+    let bytes = serde_json::to_vec(entry).expect("serializable");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let result = fs::create_dir_all(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            imgbuild_oci::layout::write_atomically(path, &bytes).map_err(|e| e.to_string())
+        });
     if let Err(e) = result {
-        tracing::warn!("could not record layer in the cache {}: {e}", dir.display());
+        tracing::warn!(
+            "could not record the {what} in the cache {}: {e}",
+            dir.display()
+        );
     }
 }
 

@@ -248,3 +248,17 @@ pub fn sh(cmd: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The conda-meta package records in the image at `layout` (prefix `/opt/conda`), read straight
+/// from its layers; imgbuild's SBOM files beside them are not records.
+pub fn conda_meta_records(layout: &Path) -> Vec<Value> {
+    layer_entries(layout)
+        .into_iter()
+        .filter(|e| {
+            e.path.starts_with("opt/conda/conda-meta/")
+                && e.path.ends_with(".json")
+                && !e.path.starts_with("opt/conda/conda-meta/imgbuild.")
+        })
+        .map(|e| serde_json::from_slice(&e.data).unwrap())
+        .collect()
+}
