@@ -622,3 +622,33 @@ fn bearer_token_registry_push_and_pull() {
     let err = assert_fails_with(&out, &["rejected the credentials for user 'robot'"]);
     assert!(!err.contains("wrong"), "{err}");
 }
+
+/// On a terminal, a push draws a bar of bytes sent against the image's total; off one (the
+/// other push tests) only the summary lines are printed.
+#[test]
+fn a_push_on_a_terminal_shows_bytes_sent() {
+    let reg = Registry::start(RegistryOptions::default());
+    let ctx = TestContext::new();
+    let layout = ctx.path("tty-push");
+    random_layer_layout(&layout, 192);
+    let target = format!("{}/tty/layer:1", reg.addr);
+    let cmd = format!(
+        "{} push {}:big {target} --insecure-registry {}",
+        env!("CARGO_BIN_EXE_imgbuild"),
+        layout.display(),
+        reg.addr
+    );
+    let res = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .expect("util-linux script is installed");
+    let text = String::from_utf8_lossy(&res.stdout);
+    assert!(res.status.success(), "{text}");
+    assert!(text.contains(&format!("pushed {target} ")), "{text}");
+    // indicatif's `{bytes}/{total_bytes}`: the total is the layer plus the config.
+    assert!(
+        text.contains("pushing ") && text.contains("/192.00 MiB"),
+        "no byte bar:\n{text}"
+    );
+}

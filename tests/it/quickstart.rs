@@ -187,9 +187,9 @@ fn json_logs_are_one_object_per_line() {
     ]);
     assert_ok(&res);
     let log = stderr(&res);
+    // Every line, the closing summary included, is a JSON object.
     let objects: Vec<serde_json::Value> = log
         .lines()
-        .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     assert!(objects.len() >= 4, "{log}");
@@ -204,6 +204,30 @@ fn json_logs_are_one_object_per_line() {
         .as_str()
         .unwrap()
         .starts_with("solved ")));
+    let summary = objects
+        .iter()
+        .find(|o| o["fields"]["message"] == "build finished")
+        .unwrap_or_else(|| panic!("no summary event:\n{log}"));
+    let digest = String::from_utf8_lossy(&res.stdout)
+        .trim()
+        .strip_prefix("digest: ")
+        .unwrap()
+        .to_string();
+    assert_eq!(summary["fields"]["digest"], digest.as_str());
+    let layers = objects
+        .iter()
+        .filter(|o| o["fields"]["message"] == "layer")
+        .collect::<Vec<_>>();
+    assert_eq!(summary["fields"]["layers"], layers.len());
+    let sizes: u64 = layers
+        .iter()
+        .map(|l| l["fields"]["size"].as_u64().unwrap())
+        .sum();
+    assert_eq!(summary["fields"]["compressed_bytes"], sizes);
+    assert!(summary["fields"]["stages"]
+        .as_str()
+        .unwrap()
+        .contains("write "));
 
     let cmd = format!(
         "{} build --log-format json --spec {} --base scratch --output {} --cache-dir {}",

@@ -37,6 +37,33 @@ fn validate_spdx(doc: &Value) -> Result<(), String> {
         .map_err(|e| format!("not valid SPDX 2.3: {e:#}"))
 }
 
+/// Validates against CycloneDX 1.5; the schema's `$ref`s to its two sibling schemas resolve
+/// against its `$id`, so those are registered under the URLs they resolve to.
+fn validate_cyclonedx(doc: &Value) -> Result<(), String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/cyclonedx");
+    let load = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap()
+    };
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler.enable_format_assertions();
+    for name in ["spdx.SNAPSHOT.schema.json", "jsf-0.82.SNAPSHOT.schema.json"] {
+        compiler
+            .add_resource(&format!("http://cyclonedx.org/schema/{name}"), load(name))
+            .unwrap();
+    }
+    let url = "http://cyclonedx.org/schema/bom-1.5.schema.json";
+    compiler
+        .add_resource(url, load("bom-1.5.SNAPSHOT.schema.json"))
+        .unwrap();
+    let index = compiler
+        .compile(url, &mut schemas)
+        .unwrap_or_else(|e| panic!("schema does not compile: {e:#}"));
+    schemas
+        .validate(doc, index)
+        .map_err(|e| format!("not valid CycloneDX 1.5: {e:#}"))
+}
+
 #[test]
 fn spdx_sbom_is_valid_complete_and_in_the_image() {
     let ctx = TestContext::new();
@@ -159,6 +186,7 @@ fn spdx_sbom_is_valid_complete_and_in_the_image() {
         ]),
     );
     let cdx: Value = serde_json::from_slice(&std::fs::read(&cdx_file).unwrap()).unwrap();
+    validate_cyclonedx(&cdx).unwrap();
     assert_eq!(cdx["bomFormat"], "CycloneDX");
     assert_eq!(cdx["specVersion"], "1.5");
     assert!(cdx["serialNumber"]
@@ -201,26 +229,8 @@ fn pushed_images_carry_their_sbom_as_a_referrer() {
     ]);
     assert_ok(&out);
     let image = pushed_digest(&out, &tag);
-    let http = |path: &str| {
-        sh(&format!(
-            "curl -s -w '\\n%{{http_code}}' -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' http://{}/v2/ml/env/{path}",
-            reg.addr
-        ))
-    };
-    // The referrers API, where the registry has it; else the referrers tag schema.
-    let api = http(&format!("referrers/{image}"));
-    let (body, code) = api.trim_end().rsplit_once('\n').unwrap();
-    let index: Value = if code == "200" {
-        serde_json::from_str(body).unwrap()
-    } else {
-        let fallback = http(&format!("manifests/{}", image.replace(':', "-")));
-        let (body, code) = fallback.trim_end().rsplit_once('\n').unwrap();
-        assert_eq!(
-            code, "200",
-            "no referrers API ({api}) and no referrers tag: {body}"
-        );
-        serde_json::from_str(body).unwrap()
-    };
+    let http = |path: &str| registry_get(&reg.addr, "ml/env", path);
+    let (index, _) = referrers(&reg.addr, "ml/env", &image);
     let entries = index["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{index}");
     assert_eq!(entries[0]["artifactType"], "application/spdx+json");
@@ -254,10 +264,59 @@ fn pushed_images_carry_their_sbom_as_a_referrer() {
         "--insecure-registry",
         &reg.addr,
     ]));
-    if code != "200" {
-        let again = http(&format!("manifests/{}", image.replace(':', "-")));
-        let (body, _) = again.trim_end().rsplit_once('\n').unwrap();
-        let index: Value = serde_json::from_str(body).unwrap();
-        assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    let (again, _) = referrers(&reg.addr, "ml/env", &image);
+    assert_eq!(again["manifests"].as_array().unwrap().len(), 1, "{again}");
+
+    // `imgbuild push LAYOUT REF` attaches the SBOM the image carries, as `build --push` does.
+    let layout = ctx.path("cdx-layout");
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["whereami"]).to_str().unwrap(),
+        "--output",
+        layout.to_str().unwrap(),
+        "--sbom-format",
+        "cyclonedx",
+    ]));
+    let other = format!("{}/ml/other:1", reg.addr);
+    let out = ctx.imgbuild(&[
+        "push",
+        layout.to_str().unwrap(),
+        &other,
+        "--insecure-registry",
+        &reg.addr,
+    ]);
+    assert_ok(&out);
+    let image = pushed_digest(&out, &other);
+    let (index, _) = referrers(&reg.addr, "ml/other", &image);
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{index}");
+    assert_eq!(entries[0]["artifactType"], "application/vnd.cyclonedx+json");
+}
+
+/// `GET /v2/<repo>/<path>` on a plain-HTTP registry: the body and the status code.
+fn registry_get(addr: &str, repo: &str, path: &str) -> String {
+    sh(&format!(
+        "curl -s -w '\\n%{{http_code}}' -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json' http://{addr}/v2/{repo}/{path}"
+    ))
+}
+
+/// The referrers index of `image` in `repo`: from the referrers API where the registry has it,
+/// else from the referrers tag schema; and whether the API answered.
+fn referrers(addr: &str, repo: &str, image: &str) -> (Value, bool) {
+    let api = registry_get(addr, repo, &format!("referrers/{image}"));
+    let (body, code) = api.trim_end().rsplit_once('\n').unwrap();
+    if code == "200" {
+        return (serde_json::from_str(body).unwrap(), true);
     }
+    let fallback = registry_get(
+        addr,
+        repo,
+        &format!("manifests/{}", image.replace(':', "-")),
+    );
+    let (body, code) = fallback.trim_end().rsplit_once('\n').unwrap();
+    assert_eq!(
+        code, "200",
+        "no referrers API ({api}) and no referrers tag: {body}"
+    );
+    (serde_json::from_str(body).unwrap(), false)
 }

@@ -34,6 +34,13 @@ impl SbomFormat {
             SbomFormat::CycloneDx => "imgbuild.cdx.json",
         }
     }
+
+    /// The format whose [`file_name`](Self::file_name) `path` ends with, if any.
+    pub fn from_path(path: &str) -> Option<Self> {
+        [SbomFormat::Spdx, SbomFormat::CycloneDx]
+            .into_iter()
+            .find(|f| path.ends_with(&format!("/conda-meta/{}", f.file_name())))
+    }
 }
 
 /// The base image the environment was built on.

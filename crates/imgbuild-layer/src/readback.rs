@@ -48,16 +48,8 @@ pub struct LayerContents {
 /// Reads the layer blob at `path`, compressed as its OCI `media_type` says (`+gzip`, `+zstd`,
 /// or a plain tar).
 pub fn read_layer(path: &Path, media_type: &str) -> Result<LayerContents, LayerError> {
-    let file = BufReader::new(File::open(path).map_err(|e| LayerError::io(path, e))?);
-    let reader: Box<dyn Read> = if media_type.ends_with("gzip") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else if media_type.ends_with("zstd") {
-        Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| LayerError::io(path, e))?)
-    } else {
-        Box::new(file)
-    };
     let mut counting = CountingReader {
-        inner: reader,
+        inner: open_tar(path, media_type)?,
         count: 0,
     };
     let mut contents = LayerContents::default();
@@ -89,6 +81,40 @@ pub fn read_layer(path: &Path, media_type: &str) -> Result<LayerContents, LayerE
     contents.tar_size = counting.count;
     contents.records.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(contents)
+}
+
+/// The first regular file in the layer blob at `path` whose tar path `wanted` accepts:
+/// its path and bytes (e.g. the SBOM out of imgbuild's SBOM layer).
+pub fn read_file(
+    path: &Path,
+    media_type: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Option<(String, Vec<u8>)>, LayerError> {
+    let mut archive = tar::Archive::new(open_tar(path, media_type)?);
+    for entry in archive.entries().map_err(|e| LayerError::io(path, e))? {
+        let mut entry = entry.map_err(|e| LayerError::io(path, e))?;
+        let entry_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        if entry.header().entry_type().is_file() && wanted(&entry_path) {
+            let mut bytes = Vec::new();
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| LayerError::io(path, e))?;
+            return Ok(Some((entry_path, bytes)));
+        }
+    }
+    Ok(None)
+}
+
+/// The tar stream inside a layer blob compressed as its OCI `media_type` says.
+fn open_tar(path: &Path, media_type: &str) -> Result<Box<dyn Read>, LayerError> {
+    let file = BufReader::new(File::open(path).map_err(|e| LayerError::io(path, e))?);
+    Ok(if media_type.ends_with("gzip") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else if media_type.ends_with("zstd") {
+        Box::new(zstd::stream::read::Decoder::new(file).map_err(|e| LayerError::io(path, e))?)
+    } else {
+        Box::new(file)
+    })
 }
 
 /// A `conda-meta` record, or `None` for JSON that is not one (conda-meta holds other files).

@@ -39,17 +39,12 @@ pub struct WriteOptions {
 
 /// Counters a progress display can poll while layers are written: installed bytes of all
 /// planned layers, and of those done (a layer from the cache counts as done at once).
-#[derive(Debug, Default)]
-pub struct WriteProgress {
-    pub total: std::sync::atomic::AtomicU64,
-    pub done: std::sync::atomic::AtomicU64,
-}
+pub type WriteProgress = imgbuild_oci::TransferProgress;
 
 impl WriteOptions {
     fn advance(&self, bytes: u64) {
         if let Some(p) = &self.progress {
-            p.done
-                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+            p.advance(bytes);
         }
     }
 }
@@ -160,9 +155,7 @@ pub fn write_layers(
     store: &BlobStore,
 ) -> Result<Vec<WrittenLayer>, LayerError> {
     if let Some(p) = &options.progress {
-        let total: u64 = layers.iter().map(|l| l.size).sum();
-        p.total
-            .fetch_add(total, std::sync::atomic::Ordering::Relaxed);
+        p.add_total(layers.iter().map(|l| l.size).sum());
     }
     let mut order: Vec<usize> = (0..layers.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(layers[i].size));

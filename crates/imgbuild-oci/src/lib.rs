@@ -16,6 +16,7 @@ mod error;
 pub mod image;
 pub mod inspect;
 pub mod layout;
+mod progress;
 pub mod registry;
 mod time;
 
@@ -25,4 +26,5 @@ pub use digest::Digest;
 pub use error::OciError;
 pub use image::{BuiltImage, Compression, ImagePlatform, LayerBlob, RuntimeConfig};
 pub use layout::BaseImage;
+pub use progress::TransferProgress;
 pub use time::rfc3339_utc;

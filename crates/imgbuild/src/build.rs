@@ -53,7 +53,12 @@ fn parse_base(s: &str) -> Result<Base> {
     Ok(Base::Registry(reference))
 }
 
-pub async fn run(args: BuildArgs, quiet: bool, draw_progress: bool) -> Result<()> {
+pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
+    let Output {
+        quiet,
+        draw_progress,
+        json_logs,
+    } = output;
     let started = Instant::now();
     if args.output.is_none() && args.archive.is_none() && !args.push {
         bail!("nothing to write: give --output DIR (an OCI image layout), --archive FILE (an OCI archive) and/or --push");
@@ -251,7 +256,13 @@ pub async fn run(args: BuildArgs, quiet: bool, draw_progress: bool) -> Result<()
             let _bar = write_options
                 .progress
                 .clone()
-                .and_then(|p| progress.bytes(downloads.clone(), p));
+                .map(|layers| {
+                    vec![
+                        ("downloading", crate::progress::downloads(&downloads)),
+                        ("writing layers", crate::progress::transfer(&layers)),
+                    ]
+                })
+                .and_then(|sources| progress.bytes(sources));
             let built = build_environment(
                 &ctx,
                 &records,
@@ -341,6 +352,8 @@ pub async fn run(args: BuildArgs, quiet: bool, draw_progress: bool) -> Result<()
     stages.mark("write");
     if !push_targets.is_empty() {
         progress.stage("pushing");
+        let uploads = std::sync::Arc::new(imgbuild_oci::TransferProgress::default());
+        let _bar = progress.bytes(vec![("pushing", crate::progress::transfer(&uploads))]);
         registry::push_all(
             &store,
             &built.manifest_digest,
@@ -351,6 +364,7 @@ pub async fn run(args: BuildArgs, quiet: bool, draw_progress: bool) -> Result<()
                 artifact_type: sbom_format.media_type(),
                 bytes: &sbom,
             }),
+            Some(&uploads),
         )
         .await?;
     }
@@ -361,6 +375,30 @@ pub async fn run(args: BuildArgs, quiet: bool, draw_progress: bool) -> Result<()
     drop(progress);
     let compressed: u64 = layers.iter().map(|l| l.blob.size).sum();
     let saved: u64 = layers.iter().map(|l| l.dedup_saved).sum();
+    println!("digest: {}", built.manifest_digest);
+    if json_logs {
+        // CI reads these: one object per layer, then the summary, with numbers as numbers.
+        for (i, l) in layers.iter().enumerate() {
+            tracing::info!(
+                layer = i + 1,
+                digest = %l.blob.digest,
+                size = l.blob.size,
+                holds = %l.owners.join(" "),
+                "layer"
+            );
+        }
+        tracing::info!(
+            digest = %built.manifest_digest,
+            packages = records.len(),
+            layers = layers.len(),
+            compressed_bytes = compressed,
+            deduplicated_bytes = saved,
+            seconds = started.elapsed().as_secs_f64(),
+            stages = %stages,
+            "build finished"
+        );
+        return Ok(());
+    }
     if !quiet {
         for (i, l) in layers.iter().enumerate() {
             eprintln!(
@@ -372,7 +410,6 @@ pub async fn run(args: BuildArgs, quiet: bool, draw_progress: bool) -> Result<()
             );
         }
     }
-    println!("digest: {}", built.manifest_digest);
     eprintln!(
         "built {} packages into {} layers ({} compressed{}) in {:.1?}{}{}",
         records.len(),
@@ -395,6 +432,17 @@ pub async fn run(args: BuildArgs, quiet: bool, draw_progress: bool) -> Result<()
     );
     eprintln!("time: {stages}");
     Ok(())
+}
+
+/// How the build talks to its user.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// `--quiet`: errors only.
+    pub quiet: bool,
+    /// A progress line on the terminal.
+    pub draw_progress: bool,
+    /// `--log-format json`: the summary is log events too.
+    pub json_logs: bool,
 }
 
 /// Wall time per stage of a build, for the closing summary.

@@ -46,6 +46,11 @@ fn main() -> ExitCode {
     }
     // A progress line only for a person at a terminal.
     let draw_progress = !json && progress::enabled(cli.quiet);
+    let output = build::Output {
+        quiet: cli.quiet,
+        draw_progress,
+        json_logs: json,
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -58,12 +63,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Build(args)) => runtime.block_on(build::run(*args, cli.quiet, draw_progress)),
-        Some(Command::Push(args)) => runtime.block_on(registry::run_push(args)),
+        Some(Command::Build(args)) => runtime.block_on(build::run(*args, output)),
+        Some(Command::Push(args)) => runtime.block_on(registry::run_push(args, draw_progress)),
         Some(Command::Lock(args)) => runtime.block_on(lock::run(args)),
         Some(Command::Inspect(args)) => runtime.block_on(inspect::run_inspect(args)),
         Some(Command::Compare(args)) => runtime.block_on(inspect::run_compare(args)),
-        None => runtime.block_on(build::run(cli.build, cli.quiet, draw_progress)),
+        None => runtime.block_on(build::run(cli.build, output)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,5 @@
 //! Progress on a terminal: one line naming the current stage with its elapsed time and, while
-//! layers are written, a bar of bytes with rate and ETA. Off a terminal, or with `--quiet`,
+//! packages download, layers are written or blobs are pushed, a bar of bytes with rate and ETA. Off a terminal, or with `--quiet`,
 //! nothing is drawn: the (timestamped) log lines tell the same story, and CI logs stay free of
 //! control characters.
 
@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use imgbuild_builder::download_progress::DownloadProgress;
-use imgbuild_layer::WriteProgress;
+use imgbuild_oci::TransferProgress;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// The bar being drawn, if any: log lines are printed "around" it (see [`LogWriter`]).
@@ -46,13 +46,10 @@ impl Progress {
         }
     }
 
-    /// Turns the line into a bytes bar — for package downloads while they run, then for
-    /// layer writing once it starts (its total is set) — until the returned guard is dropped.
-    pub fn bytes(
-        &self,
-        downloads: Arc<DownloadProgress>,
-        layers: Arc<WriteProgress>,
-    ) -> Option<BytesBar> {
+    /// Turns the line into a bytes bar until the returned guard is dropped. `sources` are
+    /// `(label, counter)` in the order they start (downloads, then layer writing, …); the bar
+    /// follows the last one that has a total, so it moves on as the build does.
+    pub fn bytes(&self, sources: Vec<(&'static str, Counter)>) -> Option<BytesBar> {
         let bar = self.bar.clone()?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -60,13 +57,12 @@ impl Progress {
             std::thread::spawn(move || {
                 let mut showing = "";
                 while !stop.load(Ordering::Relaxed) {
-                    let (what, total, done) = if layers.total.load(Ordering::Relaxed) > 0 {
-                        ("writing layers", &layers.total, &layers.done)
-                    } else {
-                        ("downloading", &downloads.total, &downloads.done)
-                    };
-                    let total = total.load(Ordering::Relaxed);
-                    if total > 0 {
+                    let current = sources
+                        .iter()
+                        .rev()
+                        .map(|(what, counter)| (*what, counter()))
+                        .find(|(_, (_, total))| *total > 0);
+                    if let Some((what, (done, total))) = current {
                         if showing != what {
                             bar.set_style(
                                 ProgressStyle::with_template(&format!(
@@ -79,7 +75,7 @@ impl Progress {
                             showing = what;
                         }
                         bar.set_length(total);
-                        bar.set_position(done.load(Ordering::Relaxed));
+                        bar.set_position(done);
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
@@ -90,6 +86,26 @@ impl Progress {
             thread: Some(thread),
         })
     }
+}
+
+/// A byte counter to draw: `(done, total)` now.
+pub type Counter = Box<dyn Fn() -> (u64, u64) + Send>;
+
+/// A [`Counter`] over a [`TransferProgress`].
+pub fn transfer(progress: &Arc<TransferProgress>) -> Counter {
+    let p = progress.clone();
+    Box::new(move || p.snapshot())
+}
+
+/// A [`Counter`] over package downloads.
+pub fn downloads(progress: &Arc<DownloadProgress>) -> Counter {
+    let p = progress.clone();
+    Box::new(move || {
+        (
+            p.done.load(Ordering::Relaxed),
+            p.total.load(Ordering::Relaxed),
+        )
+    })
 }
 
 impl Drop for Progress {

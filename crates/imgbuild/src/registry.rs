@@ -4,12 +4,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context as _, Result};
+use imgbuild_builder::sbom::SbomFormat;
 use imgbuild_builder::TargetPlatform;
+use imgbuild_layer::readback::read_file;
+use imgbuild_oci::inspect::{layer_infos, LayerKind};
 use imgbuild_oci::registry::{
     attach_artifact, push_image, ClientOptions, Credentials, PushSummary, Reference, ReferrersMode,
     RegistryClient,
 };
-use imgbuild_oci::{layout, BaseImage, BlobStore, Digest, ImagePlatform};
+use imgbuild_oci::{BaseImage, BlobStore, Digest, ImagePlatform, TransferProgress};
 
 use crate::args::{PushArgs, RegistryArgs};
 
@@ -69,6 +72,7 @@ pub async fn push_all(
     base: Option<&BaseImage>,
     options: &ClientOptions,
     attachment: Option<&Attachment<'_>>,
+    progress: Option<&TransferProgress>,
 ) -> Result<Vec<PushSummary>> {
     let mut clients: HashMap<String, RegistryClient> = HashMap::new();
     let mut summaries = Vec::new();
@@ -88,7 +92,7 @@ pub async fn push_all(
                     .collect()
             })
             .unwrap_or_default();
-        let summary = push_image(client, store, manifest, target, &mount_from)
+        let summary = push_image(client, store, manifest, target, &mount_from, progress)
             .await
             .with_context(|| format!("push to {target} failed"))?;
         print_summary(&summary);
@@ -132,25 +136,53 @@ fn print_summary(s: &PushSummary) {
     );
 }
 
-/// `imgbuild push LAYOUT[:TAG] REFERENCE`.
-pub async fn run_push(args: PushArgs) -> Result<()> {
+/// `imgbuild push LAYOUT[:TAG] REFERENCE`: the image, then the SBOM it carries (imgbuild's
+/// SBOM layer) attached to it, as `build --push` does.
+pub async fn run_push(args: PushArgs, draw_progress: bool) -> Result<()> {
     let (dir, tag) = match args.layout.split_once(':') {
         Some((d, t)) if !t.is_empty() => (PathBuf::from(d), Some(t.to_string())),
         _ => (PathBuf::from(args.layout.trim_end_matches(':')), None),
     };
     let platform: TargetPlatform = args.platform.parse()?;
-    let manifest = layout::find_manifest(&dir, tag.as_deref(), &image_platform(platform))
+    let image = BaseImage::from_layout(&dir, tag.as_deref(), &image_platform(platform))
         .with_context(|| format!("cannot push {}", args.layout))?;
+    let sbom = carried_sbom(&image).with_context(|| format!("cannot push {}", args.layout))?;
     let target: Reference = args.reference.parse()?;
     let options = client_options(&args.registry)?;
+    let progress = crate::progress::Progress::new(draw_progress);
+    progress.stage("pushing");
+    let uploads = std::sync::Arc::new(TransferProgress::default());
+    let _bar = progress.bytes(vec![("pushing", crate::progress::transfer(&uploads))]);
     push_all(
-        &BlobStore::new(&dir),
-        &manifest,
+        image.source(),
+        &image.manifest_digest,
         &[target],
         None,
         &options,
-        None,
+        sbom.as_ref()
+            .map(|(format, bytes)| Attachment {
+                artifact_type: format.media_type(),
+                bytes,
+            })
+            .as_ref(),
+        Some(&uploads),
     )
     .await?;
     Ok(())
+}
+
+/// The SBOM inside imgbuild's SBOM layer of `image`, if it has one.
+fn carried_sbom(image: &BaseImage) -> Result<Option<(SbomFormat, Vec<u8>)>> {
+    let Some(layer) = layer_infos(image)
+        .into_iter()
+        .find(|l| l.kind == LayerKind::Sbom)
+    else {
+        return Ok(None);
+    };
+    let path = image.source().path(&layer.digest);
+    let found = read_file(&path, &layer.media_type, |p| {
+        SbomFormat::from_path(p).is_some()
+    })
+    .with_context(|| format!("cannot read the SBOM layer {}", layer.digest))?;
+    Ok(found.map(|(p, bytes)| (SbomFormat::from_path(&p).expect("matched above"), bytes)))
 }

@@ -21,7 +21,7 @@ use url::Url;
 
 use super::auth::{resolve_credentials, Challenge, CredentialSource, Credentials};
 use super::RegistryError;
-use crate::{BlobStore, Digest};
+use crate::{BlobStore, Digest, TransferProgress};
 
 /// Bytes per PATCH when uploading a large blob; also the most a single upload holds in memory.
 pub const CHUNK_SIZE: usize = 16 << 20;
@@ -422,16 +422,30 @@ impl RegistryClient {
         repository: &str,
         digest: &Digest,
         path: &Path,
+        progress: Option<&TransferProgress>,
     ) -> Result<u64, RegistryError> {
         let mut last = None;
         for round in 1..=3u32 {
-            match self.upload_once(repository, digest, path).await {
+            let mut sent = 0u64;
+            let attempt = self
+                .upload_once(repository, digest, path, progress, &mut sent)
+                .await;
+            if attempt.is_err() {
+                // This attempt's bytes are sent again (or not at all): uncount them.
+                if let Some(p) = progress {
+                    p.rewind(sent);
+                }
+            }
+            match attempt {
                 Ok(n) => return Ok(n),
                 Err(e @ (RegistryError::Transport { .. } | RegistryError::Unexpected { .. }))
                     if round < 3 =>
                 {
                     tracing::warn!("upload of {digest} failed ({e}); starting it again");
                     if self.blob_exists(repository, digest).await.unwrap_or(false) {
+                        if let Some(p) = progress {
+                            p.advance(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0));
+                        }
                         return Ok(0);
                     }
                     last = Some(e);
@@ -443,12 +457,22 @@ impl RegistryClient {
         Err(last.expect("loop ran"))
     }
 
+    /// One upload from the start; `sent` counts the bytes the registry accepted so far (and
+    /// `progress` with it), so a failed attempt can be taken back.
     async fn upload_once(
         &self,
         repository: &str,
         digest: &Digest,
         path: &Path,
+        progress: Option<&TransferProgress>,
+        sent: &mut u64,
     ) -> Result<u64, RegistryError> {
+        let mut accepted = |n: u64| {
+            *sent += n;
+            if let Some(p) = progress {
+                p.advance(n);
+            }
+        };
         let scopes = [push_scope(repository)];
         let io = |e: std::io::Error| RegistryError::Io {
             path: path.to_path_buf(),
@@ -521,6 +545,7 @@ impl RegistryClient {
             }
             location = self.location(&resp, repository)?;
             offset += n as u64;
+            accepted(n as u64);
         }
         if Digest::from_hasher(hasher) != *digest {
             return Err(RegistryError::Io {
@@ -538,6 +563,7 @@ impl RegistryClient {
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
+        let final_len = final_body.len() as u64;
         let resp = self
             .send(Call {
                 method: Method::PUT,
@@ -553,6 +579,7 @@ impl RegistryClient {
                 .fail_response(repository, &format!("finish upload of {digest}"), resp)
                 .await);
         }
+        accepted(final_len);
         if let Some(d) = resp
             .headers()
             .get("Docker-Content-Digest")

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::{Reference, RegistryClient, RegistryError};
-use crate::{BlobStore, Digest};
+use crate::{BlobStore, Digest, TransferProgress};
 
 /// Uploads running at once.
 pub const CONCURRENT_UPLOADS: usize = 3;
@@ -44,13 +44,15 @@ enum Outcome {
 
 /// Pushes the image manifest `manifest_digest` from `store` to `reference`. `mount_from`
 /// names, per blob, a repository on the same registry that already holds it (a base image);
-/// such a blob need not be in `store`.
+/// such a blob need not be in `store`. `progress` counts the bytes of every blob (those the
+/// registry already has or mounts count as done when that is known).
 pub async fn push_image(
     client: &RegistryClient,
     store: &BlobStore,
     manifest_digest: &Digest,
     reference: &Reference,
     mount_from: &HashMap<Digest, String>,
+    progress: Option<&TransferProgress>,
 ) -> Result<PushSummary, RegistryError> {
     let manifest_bytes = store.read(manifest_digest)?;
     let manifest: serde_json::Value = serde_json::from_slice(&manifest_bytes).map_err(|e| {
@@ -78,13 +80,23 @@ pub async fn push_image(
         .unwrap_or_default();
     let config = descriptor(&manifest["config"])?;
     let repo = reference.repository.as_str();
+    if let Some(p) = progress {
+        p.add_total(layers.iter().map(|(_, size)| size).sum::<u64>() + config.1);
+    }
+    let skipped = |size: u64| {
+        if let Some(p) = progress {
+            p.advance(size);
+        }
+    };
 
     let push_one = |(digest, size): (Digest, u64)| async move {
         if client.blob_exists(repo, &digest).await? {
+            skipped(size);
             return Ok::<_, RegistryError>(Outcome::Present(size));
         }
         if let Some(from) = mount_from.get(&digest) {
             if from != repo && client.mount_blob(repo, &digest, from).await? {
+                skipped(size);
                 return Ok(Outcome::Mounted(size));
             }
             // The registry would not mount it: fetch it from there (once) and upload.
@@ -97,7 +109,7 @@ pub async fn push_image(
                 store.root().display()
             )));
         }
-        client.upload_blob(repo, &digest, &path).await?;
+        client.upload_blob(repo, &digest, &path, progress).await?;
         Ok(Outcome::Uploaded(size))
     };
 

@@ -43,7 +43,7 @@ pub async fn attach_artifact(
     for digest in [&empty, &content] {
         if !client.blob_exists(repository, digest).await? {
             client
-                .upload_blob(repository, digest, &store.path(digest))
+                .upload_blob(repository, digest, &store.path(digest), None)
                 .await?;
         }
     }
