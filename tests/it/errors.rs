@@ -217,8 +217,10 @@ fn prefix_longer_than_a_binary_placeholder_is_refused_with_the_limit() {
     no_output_left(&out);
 }
 
+/// A pip: section needs Python in the environment and uv on the machine; each missing piece
+/// is named, and nothing is written.
 #[test]
-fn non_empty_pip_section_is_refused_not_ignored() {
+fn pip_section_without_python_or_uv_is_explained() {
     let ctx = TestContext::new();
     let spec = ctx.path("environment.yml");
     std::fs::write(
@@ -230,16 +232,23 @@ fn non_empty_pip_section_is_refused_not_ignored() {
     )
     .unwrap();
     let out = ctx.path("img");
-    let res = ctx.imgbuild(&[
+    let args = [
         "--spec",
         spec.to_str().unwrap(),
         "--output",
         out.to_str().unwrap(),
-    ]);
+    ];
     assert_fails_with(
-        &res,
-        &["'pip:' section lists 1 package", "not supported yet"],
+        &ctx.imgbuild(&args),
+        &["pip: section needs Python", "add python to dependencies"],
     );
+    no_output_left(&out);
+    // No uv: not on PATH and none named.
+    let res = ctx.imgbuild_env(&args, &[("PATH", "/nonexistent"), ("IMGBUILD_UV", "")]);
+    assert_fails_with(&res, &["uv is needed", "pip install uv", "--uv PATH"]);
+    no_output_left(&out);
+    let res = ctx.imgbuild_env(&args, &[("IMGBUILD_UV", "/nonexistent/uv")]);
+    assert_fails_with(&res, &["--uv /nonexistent/uv"]);
     no_output_left(&out);
 }
 

@@ -9,6 +9,7 @@ mod errors;
 mod inspect;
 mod lock;
 mod oracle;
+mod pip;
 mod push;
 mod quickstart;
 mod realpkgs;

@@ -30,11 +30,6 @@ pub enum SpecError {
         channel: String,
         message: String,
     },
-    #[error(
-        "{path}: the 'pip:' section lists {count} package(s), but installing PyPI packages is not \
-         supported yet; remove the 'pip:' section (or install those packages from conda channels)"
-    )]
-    PipNotSupported { path: PathBuf, count: usize },
 }
 
 /// Everything that can go wrong between a spec and a staging root.

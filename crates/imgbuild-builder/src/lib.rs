@@ -13,6 +13,7 @@ pub mod history;
 pub mod install;
 pub mod lock;
 mod normalize;
+pub mod pip;
 pub mod prefix;
 pub mod sbom;
 pub mod solve;

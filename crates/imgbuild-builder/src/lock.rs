@@ -11,9 +11,13 @@ use rattler_conda_types::{
     Channel, ExplicitEnvironmentSpec, GenericVirtualPackage, MatchSpec, PackageName, PackageRecord,
     ParseStrictness, RepoDataRecord, VersionWithSource,
 };
-use rattler_lock::{LockFile, PlatformData, PlatformName};
+use rattler_lock::{
+    LockFile, PackageHashes, PlatformData, PlatformName, PypiDistributionData, PypiPackageData,
+    UrlOrPath,
+};
 use url::Url;
 
+use crate::pip::PipPackage;
 use crate::target::TargetPlatform;
 
 /// The lock formats `build --lock` reads.
@@ -38,6 +42,8 @@ pub struct LockedEnvironment {
     /// The specs the environment was solved from, when the lock records them (a lock written
     /// by `imgbuild lock` does, in its header); they end up in `conda-meta`.
     pub requested: Option<Vec<MatchSpec>>,
+    /// The PyPI wheels of the `pip:` section (pixi.lock only).
+    pub pip: Vec<PipPackage>,
 }
 
 /// The header line in which `imgbuild lock` records the requested specs. pixi.lock has no
@@ -144,11 +150,18 @@ pub fn read_lock(
                             "no packages for {subdir}; run `imgbuild lock --platform {platform}`"
                         ))
                     })?;
-            if env.has_pypi_packages(lock_platform) {
-                return Err(invalid(format!(
-                    "environment '{name}' has PyPI packages for {subdir}, which imgbuild cannot install yet"
-                )));
-            }
+            let mut pip: Vec<PipPackage> = env
+                .pypi_packages(lock_platform)
+                .map(|pkgs| {
+                    pkgs.map(|p| pip_from_lock(p, name, subdir.as_str()))
+                        .collect()
+                })
+                .transpose()
+                .map_err(invalid)?
+                .unwrap_or_default();
+            // In the order a solve gives them (by name), so a build from the lock is the same
+            // image as the build the lock was written from.
+            pip.sort();
             let records = env
                 .conda_repodata_records(lock_platform)
                 .map_err(|e| invalid(e.to_string()))?
@@ -157,6 +170,7 @@ pub fn read_lock(
                 })?;
             let mut locked = finish(LockFormat::Pixi, records);
             locked.requested = requested_from_header(&text, path)?;
+            locked.pip = pip;
             return Ok(locked);
         } else {
             return Err(LockError::UnknownFormat {
@@ -181,7 +195,57 @@ fn finish(format: LockFormat, mut records: Vec<RepoDataRecord>) -> LockedEnviron
         records,
         hashed,
         requested: None,
+        pip: Vec::new(),
     }
+}
+
+/// A locked PyPI package as imgbuild installs it: a wheel URL with its sha256.
+fn pip_from_lock(package: &PypiPackageData, env: &str, subdir: &str) -> Result<PipPackage, String> {
+    let PypiPackageData::Distribution(dist) = package else {
+        return Err(format!(
+            "environment '{env}' has a PyPI source package for {subdir}; imgbuild installs wheels only"
+        ));
+    };
+    let name = dist.name.to_string();
+    let url = match &*dist.location {
+        UrlOrPath::Url(url) => url.to_string(),
+        UrlOrPath::Path(path) => {
+            return Err(format!(
+                "PyPI package {name} is locked to the local path {path}; imgbuild installs wheels from an index"
+            ))
+        }
+    };
+    let sha256 = match &dist.hash {
+        Some(PackageHashes::Sha256(h) | PackageHashes::Md5Sha256(_, h)) => {
+            hex::encode(h.as_slice())
+        }
+        _ => return Err(format!("PyPI package {name} has no sha256 in the lock")),
+    };
+    Ok(PipPackage {
+        name: crate::pip::normalize_name(&name),
+        version: dist.version.to_string(),
+        url,
+        sha256,
+    })
+}
+
+/// The lock entry of a resolved PyPI package.
+fn pip_to_lock(package: &PipPackage) -> Result<PypiPackageData, String> {
+    let url = Url::parse(&package.url).map_err(|e| format!("{}: {e}", package.url))?;
+    let mut sha = [0u8; 32];
+    hex::decode_to_slice(&package.sha256, &mut sha)
+        .map_err(|e| format!("{}: sha256 {}: {e}", package.name, package.sha256))?;
+    Ok(PypiPackageData::Distribution(Box::new(
+        PypiDistributionData {
+            name: pep508_rs::PackageName::from_str(&package.name).map_err(|e| e.to_string())?,
+            version: pep440_rs::Version::from_str(&package.version).map_err(|e| e.to_string())?,
+            location: rattler_lock::Verbatim::new(UrlOrPath::Url(url)),
+            index_url: None,
+            hash: Some(PackageHashes::Sha256(sha.into())),
+            requires_dist: Vec::new(),
+            requires_python: None,
+        },
+    )))
 }
 
 /// A record for a package known only by its URL (and maybe hashes), as in explicit files.
@@ -366,6 +430,8 @@ pub struct SolvedPlatform {
     pub platform: TargetPlatform,
     pub virtual_packages: Vec<GenericVirtualPackage>,
     pub records: Vec<RepoDataRecord>,
+    /// The resolved `pip:` section.
+    pub pip: Vec<PipPackage>,
 }
 
 /// Writes a pixi.lock with one `default` environment solved from `requested`; replaced
@@ -400,6 +466,11 @@ pub fn write_lock(
         for record in &s.records {
             builder
                 .add_conda_package("default", &name, record.clone().into())
+                .map_err(|e| err(e.to_string()))?;
+        }
+        for package in &s.pip {
+            builder
+                .add_pypi_package("default", name.as_str(), pip_to_lock(package).map_err(err)?)
                 .map_err(|e| err(e.to_string()))?;
         }
     }

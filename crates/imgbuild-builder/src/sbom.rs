@@ -8,6 +8,8 @@
 //! `imgbuild inspect` or the registry's referrers link the two.
 
 use rattler_conda_types::RepoDataRecord;
+
+use crate::pip::PipPackage;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -57,6 +59,8 @@ pub struct SbomInput<'a> {
     /// The image or environment name.
     pub name: &'a str,
     pub records: &'a [RepoDataRecord],
+    /// Wheels the `pip:` section installed.
+    pub pip: &'a [PipPackage],
     pub base: Option<&'a BaseImageRef>,
     /// RFC 3339 UTC creation time (`SOURCE_DATE_EPOCH`).
     pub created: &'a str,
@@ -90,6 +94,11 @@ pub fn conda_purl(record: &RepoDataRecord) -> String {
         encode(channel),
         encode(&p.subdir),
     )
+}
+
+/// `pkg:pypi/<name>@<version>` (purl-spec's pypi type: lowercase, `_` as `-`).
+fn pip_purl(p: &PipPackage) -> String {
+    format!("pkg:pypi/{}@{}", encode(&p.name), encode(&p.version))
 }
 
 /// `pkg:oci/<name>@sha256%3A…?repository_url=…` for a base image.
@@ -161,6 +170,11 @@ fn content_hash(input: &SbomInput<'_>) -> String {
         if let Some(sha) = r.package_record.sha256 {
             h.update(hex::encode(sha));
         }
+    }
+    for p in input.pip {
+        h.update(b"\npip ");
+        h.update(p.url.as_bytes());
+        h.update(p.sha256.as_bytes());
     }
     if let Some(base) = input.base {
         h.update(b"\nbase ");
@@ -246,6 +260,32 @@ fn spdx(input: &SbomInput<'_>) -> Value {
             pkg["checksums"] = Value::Array(checksums);
         }
         packages.push(pkg);
+        relationships.push(json!({
+            "spdxElementId": root,
+            "relationshipType": "CONTAINS",
+            "relatedSpdxElement": id,
+        }));
+    }
+    for p in input.pip {
+        let id = spdx_id("pypi", &p.name);
+        packages.push(json!({
+            "SPDXID": id,
+            "name": p.name,
+            "versionInfo": p.version,
+            "downloadLocation": p.url,
+            "filesAnalyzed": false,
+            "primaryPackagePurpose": "LIBRARY",
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "checksums": [{"algorithm": "SHA256", "checksumValue": p.sha256}],
+            "externalRefs": [{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": pip_purl(p),
+            }],
+            "comment": format!("PyPI wheel {}", p.url.rsplit('/').next().unwrap_or_default()),
+        }));
         relationships.push(json!({
             "spdxElementId": root,
             "relationshipType": "CONTAINS",
@@ -345,6 +385,18 @@ fn cyclonedx(input: &SbomInput<'_>) -> Value {
             })
         })
         .collect();
+    for p in input.pip {
+        let purl = pip_purl(p);
+        components.push(json!({
+            "type": "library",
+            "bom-ref": purl,
+            "name": p.name,
+            "version": p.version,
+            "purl": purl,
+            "hashes": [{"alg": "SHA-256", "content": p.sha256}],
+            "externalReferences": [{"type": "distribution", "url": p.url}],
+        }));
+    }
     if let Some(base) = input.base {
         let purl = oci_purl(base);
         components.push(json!({

@@ -193,18 +193,6 @@ impl EnvSpec {
         }
         Ok(channels)
     }
-
-    /// Refuses a non-empty `pip:` list until pip installs are supported, rather than dropping it.
-    pub fn ensure_no_pip(&self) -> Result<(), SpecError> {
-        if self.pip.is_empty() {
-            Ok(())
-        } else {
-            Err(SpecError::PipNotSupported {
-                path: self.path.clone(),
-                count: self.pip.len(),
-            })
-        }
-    }
 }
 
 fn scalar(v: &Value) -> Option<String> {
@@ -238,7 +226,6 @@ mod tests {
         assert_eq!(spec.dependencies.len(), 2);
         assert!(spec.dependencies[1].channel.is_some());
         assert_eq!(spec.pip, vec!["transformers==4.30"]);
-        assert!(spec.ensure_no_pip().is_err());
     }
 
     #[test]

@@ -25,6 +25,15 @@ pub enum TargetPlatform {
 }
 
 impl TargetPlatform {
+    /// The platform of the machine imgbuild runs on, where it is one of the targets.
+    pub fn host() -> Self {
+        match std::env::consts::ARCH {
+            "aarch64" => Self::LinuxArm64,
+            "powerpc64" => Self::LinuxPpc64le,
+            _ => Self::LinuxAmd64,
+        }
+    }
+
     /// The conda subdir packages come from.
     pub fn subdir(self) -> Subdir {
         match self {

@@ -29,6 +29,8 @@ use crate::PlanOptions;
 pub struct EnvironmentRecipe<'a> {
     pub records: &'a [RepoDataRecord],
     pub requested: &'a [String],
+    /// The pip step: one line per wheel (URL and sha256), and its options.
+    pub pip: &'a [String],
     /// Target platform, e.g. `linux-64`.
     pub platform: &'a str,
     pub plan: &'a PlanOptions,
@@ -52,6 +54,9 @@ impl EnvironmentRecipe<'_> {
         );
         for spec in self.requested {
             text.push_str(&format!("requested={spec}\n"));
+        }
+        for line in self.pip {
+            text.push_str(&format!("pip={line}\n"));
         }
         for r in self.records {
             let sha = r.package_record.sha256.map(hex::encode).unwrap_or_default();

@@ -1,8 +1,10 @@
 //! Who owns each file of a staging root.
 //!
-//! Conda packages list their files in `conda-meta/<name>-<version>-<build>.json`; everything
-//! else (conda-meta itself, files written by the environment step) belongs to the
-//! environment. Every path ends up with exactly one owner.
+//! Conda packages list their files in `conda-meta/<name>-<version>-<build>.json`; a Python
+//! distribution in `lib/pythonX.Y/site-packages` whose `.dist-info` no conda record lists was
+//! installed by the pip step, and its `RECORD` lists its files; everything else (conda-meta
+//! itself, files written by the environment step) belongs to the environment. Every path ends
+//! up with exactly one owner.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -23,6 +25,14 @@ pub enum OwnerKind {
         build: String,
         /// The package archive's sha256, when the record has one.
         sha256: Option<String>,
+    },
+    /// A PyPI distribution installed by the pip step.
+    Pip {
+        name: String,
+        version: String,
+        /// sha256 of its `RECORD`, which lists every file with its hash: the identity of
+        /// what it installed.
+        record_sha256: String,
     },
     /// The environment itself: `conda-meta/` and anything no package claims.
     Environment,
@@ -48,6 +58,7 @@ impl Owner {
                 build,
                 ..
             } => format!("{name}-{version}-{build}"),
+            OwnerKind::Pip { name, version, .. } => format!("pip:{name}-{version}"),
             OwnerKind::Environment => "environment".to_string(),
         }
     }
@@ -56,7 +67,7 @@ impl Owner {
     pub fn package_name(&self) -> Option<&str> {
         match &self.kind {
             OwnerKind::Conda { name, .. } => Some(name),
-            OwnerKind::Environment => None,
+            OwnerKind::Pip { .. } | OwnerKind::Environment => None,
         }
     }
 }
@@ -108,6 +119,16 @@ pub fn collect_owners(root: &Path) -> Result<Vec<Owner>, LayerError> {
         }
     }
 
+    for dist_info in unclaimed_dist_infos(root, &claimed)? {
+        let idx = owners.len();
+        let (owner, listed) = pip_owner(root, &dist_info)?;
+        let paths = listed
+            .into_iter()
+            .filter(|p| claimed.insert(p.clone(), idx).is_none())
+            .collect();
+        owners.push(Owner { paths, ..owner });
+    }
+
     let mut env_paths = Vec::new();
     for entry in WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let entry = entry.map_err(|e| LayerError::Walk {
@@ -155,6 +176,100 @@ pub fn collect_owners(root: &Path) -> Result<Vec<Owner>, LayerError> {
             .sum();
     }
     Ok(owners)
+}
+
+/// `lib/python*/site-packages/*.dist-info` directories whose RECORD no conda record claims,
+/// sorted.
+fn unclaimed_dist_infos(
+    root: &Path,
+    claimed: &BTreeMap<PathBuf, usize>,
+) -> Result<Vec<PathBuf>, LayerError> {
+    let lib = root.join("lib");
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(&lib) else {
+        return Ok(out);
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("python") {
+            continue;
+        }
+        let site = entry.path().join("site-packages");
+        let Ok(dists) = fs::read_dir(&site) else {
+            continue;
+        };
+        for dist in dists.filter_map(Result::ok) {
+            let path = dist.path();
+            let rel = path.strip_prefix(root).expect("under root").to_path_buf();
+            if path.extension().is_some_and(|e| e == "dist-info")
+                && path.join("RECORD").is_file()
+                && !claimed.contains_key(&rel.join("RECORD"))
+            {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The owner a pip-installed `.dist-info` describes, and the paths (relative to `root`) its
+/// RECORD lists that exist.
+fn pip_owner(root: &Path, dist_info: &Path) -> Result<(Owner, Vec<PathBuf>), LayerError> {
+    use sha2::Digest as _;
+    let record_path = dist_info.join("RECORD");
+    let record = fs::read(&record_path).map_err(|e| LayerError::io(&record_path, e))?;
+    let stem = dist_info
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let (name, version) = stem.split_once('-').unwrap_or((&stem, ""));
+    let site = dist_info.parent().expect("dist-info has a parent");
+    let site_rel = site.strip_prefix(root).expect("under root");
+    let mut paths = Vec::new();
+    for line in String::from_utf8_lossy(&record).lines() {
+        let Some(file) = line.rsplitn(3, ',').nth(2) else {
+            continue;
+        };
+        let file = file.trim_matches('"');
+        let Some(rel) = normalize_join(site_rel, Path::new(file)) else {
+            return Err(LayerError::UnsafePath {
+                path: PathBuf::from(file),
+                context: record_path.display().to_string(),
+            });
+        };
+        if root.join(&rel).symlink_metadata().is_ok() {
+            paths.push(rel);
+        }
+    }
+    let owner = Owner {
+        kind: OwnerKind::Pip {
+            name: name.to_lowercase().replace('_', "-"),
+            version: version.to_string(),
+            record_sha256: hex::encode(sha2::Sha256::digest(&record)),
+        },
+        paths: Vec::new(),
+        size: 0,
+    };
+    Ok((owner, paths))
+}
+
+/// `base/rel` with `..` resolved, or `None` if it leaves the root.
+fn normalize_join(base: &Path, rel: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out: Vec<&std::ffi::OsStr> = base.iter().collect();
+    for c in rel.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::ParentDir => {
+                out.pop()?;
+            }
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(out.iter().collect())
 }
 
 fn check_relative(path: &Path, record: &Path) -> Result<(), LayerError> {

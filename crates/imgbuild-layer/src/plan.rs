@@ -8,12 +8,14 @@
 //!   own (pytorch, cudatoolkit, mkl…), in name order;
 //! * the other packages go to one of `small_groups` buckets chosen by a stable hash of the
 //!   package name, so adding or upgrading one small package changes one bucket's digest;
+//! * packages the pip step installed follow the conda layers (they change more often): a big
+//!   one alone, the others together in one layer;
 //! * the environment owner (`conda-meta/`, files no package claims) is last, as it changes with
 //!   every change to the environment.
 //!
 //! Example, threshold 32 MiB, 4 groups: `pytorch` (1.5 GiB) and `cudatoolkit` (900 MiB) get
 //! layers 1 and 2; `zlib`, `xz`, `python`, `numpy`… are spread over layers 3–6 by name hash;
-//! layer 7 holds `conda-meta/`.
+//! layer 7 holds the pip packages (`transformers`, `datasets`…); layer 8 holds `conda-meta/`.
 
 use std::path::PathBuf;
 
@@ -61,7 +63,14 @@ pub struct PlannedLayer {
 impl PlannedLayer {
     /// The history line for this layer.
     pub fn description(&self) -> String {
-        if self.owners == ["environment"] {
+        if !self.owners.is_empty() && self.owners.iter().all(|o| o.starts_with("pip:")) {
+            let names: Vec<&str> = self
+                .owners
+                .iter()
+                .map(|o| o.trim_start_matches("pip:"))
+                .collect();
+            format!("imgbuild: pip packages {}", names.join(" "))
+        } else if self.owners == ["environment"] {
             "imgbuild: environment (conda-meta and files no package owns)".to_string()
         } else if self.owners == ["sbom"] {
             format!(
@@ -133,6 +142,24 @@ pub fn plan_layers(
             .filter(|b| !b.is_empty())
             .map(|b| layer_of(b)),
     );
+    // pip packages after conda's (they change more often): big ones alone, the rest together.
+    let pip: Vec<&Owner> = owners
+        .iter()
+        .filter(|o| matches!(o.kind, OwnerKind::Pip { .. }))
+        .collect();
+    let (pip_big, pip_small): (Vec<&Owner>, Vec<&Owner>) = pip
+        .iter()
+        .partition(|o| o.size > options.big_package_threshold);
+    layers.extend(pip_big.iter().map(|o| layer_of(&[*o])));
+    if !pip_small.is_empty() {
+        layers.push(layer_of(&pip_small));
+    }
+    if layers.len() + 1 > budget {
+        return Err(LayerError::Budget {
+            max_layers: budget,
+            needed: layers.len() + 1,
+        });
+    }
     let env_layer = layer_of(&env);
     if !env_layer.paths.is_empty() {
         layers.push(env_layer);
@@ -156,6 +183,9 @@ fn layer_of(owners: &[&Owner], python: &str) -> PlannedLayer {
             OwnerKind::Conda {
                 sha256: Some(sha), ..
             } => Some(format!("{}@{sha}", o.label())),
+            OwnerKind::Pip { record_sha256, .. } => {
+                Some(format!("{}@record:{record_sha256}", o.label()))
+            }
             _ => None,
         })
         .collect::<Option<Vec<_>>>()

@@ -17,6 +17,8 @@ use crate::{BaseImage, Digest};
 pub enum LayerKind {
     /// conda packages, by `name-version-build`.
     Conda { packages: Vec<String> },
+    /// PyPI packages installed by the pip step, by `name-version`.
+    Pip { packages: Vec<String> },
     /// `conda-meta/` and files no package owns.
     Environment,
     /// The software bill of materials imgbuild writes.
@@ -75,6 +77,10 @@ pub fn layer_infos(image: &BaseImage) -> Vec<LayerInfo> {
 fn kind_of(created_by: &str) -> LayerKind {
     if let Some(list) = created_by.strip_prefix("imgbuild: conda packages ") {
         LayerKind::Conda {
+            packages: list.split_whitespace().map(str::to_string).collect(),
+        }
+    } else if let Some(list) = created_by.strip_prefix("imgbuild: pip packages ") {
+        LayerKind::Pip {
             packages: list.split_whitespace().map(str::to_string).collect(),
         }
     } else if created_by.starts_with("imgbuild: environment") {

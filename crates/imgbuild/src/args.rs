@@ -121,6 +121,10 @@ pub struct LockArgs {
     #[arg(long, value_name = "VER")]
     pub glibc: Option<String>,
 
+    /// The uv program that resolves the pip: section; default: uv on PATH.
+    #[arg(long, value_name = "PATH", env = "IMGBUILD_UV")]
+    pub uv: Option<std::path::PathBuf>,
+
     /// Where to write the lock file; default: next to the spec, environment.yml → environment.lock.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
@@ -194,6 +198,15 @@ pub struct BuildArgs {
     /// Also write the solve as a lock file next to the spec (environment.yml → environment.lock).
     #[arg(long, conflicts_with = "lock")]
     pub write_lock: bool,
+
+    /// The uv program that resolves and installs the pip: section; default: uv on PATH.
+    #[arg(long, value_name = "PATH", env = "IMGBUILD_UV")]
+    pub uv: Option<PathBuf>,
+
+    /// Byte-compile pip packages (deterministic unchecked-hash .pyc files); needs a target the
+    /// build machine can run. Default: no __pycache__ from pip packages.
+    #[arg(long)]
+    pub compile: bool,
 
     /// Target platform: linux/amd64, linux/arm64 (or conda subdirs linux-64, linux-aarch64).
     /// Default: the spec's x-imgbuild platforms[0], else linux/amd64.

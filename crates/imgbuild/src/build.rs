@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use imgbuild_builder::download_progress::DownloadProgress;
+use imgbuild_builder::pip::{self, PipPackage, PipRequirements, PipTarget, Uv};
 use imgbuild_builder::sbom::{self, BaseImageRef, SbomFormat, SbomInput};
 use imgbuild_builder::spec::ImageOptions;
 use imgbuild_builder::{
@@ -75,7 +76,6 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
     let spec = match &args.spec {
         Some(path) => {
             let spec = EnvSpec::from_path(path)?;
-            spec.ensure_no_pip()?;
             Some(spec)
         }
         None => None,
@@ -166,7 +166,23 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         "solving"
     });
     let t = Instant::now();
-    let (records, requested) = match (&spec, &args.lock) {
+    let pip_reqs = match &spec {
+        Some(spec) if args.lock.is_none() => PipRequirements::parse(&spec.pip, &spec.path)?,
+        _ => PipRequirements::default(),
+    };
+    // uv is needed to resolve a pip: section or to install locked wheels; look for it before
+    // any work, so a missing uv fails fast.
+    let mut uv = None;
+    let mut find_uv = || -> Result<Uv> {
+        if uv.is_none() {
+            uv = Some(Uv::find(args.uv.as_deref(), &cache_dir)?);
+        }
+        Ok(uv.clone().expect("set above"))
+    };
+    if !pip_reqs.is_empty() {
+        find_uv()?;
+    }
+    let (records, requested, pip_packages) = match (&spec, &args.lock) {
         (_, Some(lock_path)) => {
             let locked = lock::read_lock(lock_path, args.environment.as_deref(), platform)?;
             tracing::info!(
@@ -188,11 +204,30 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
                     Vec::new()
                 }
             };
-            (locked.records, requested)
+            if !locked.pip.is_empty() {
+                find_uv()?;
+                tracing::info!(
+                    "{} pip packages from {}",
+                    locked.pip.len(),
+                    lock_path.display()
+                );
+            }
+            (locked.records, requested, locked.pip)
         }
         (Some(spec), None) => {
             let records = solve::solve(&ctx, spec, &target).await?;
             tracing::info!("solved {} packages in {:.1?}", records.len(), t.elapsed());
+            let pip_packages = if pip_reqs.is_empty() {
+                Vec::new()
+            } else {
+                let t = Instant::now();
+                let uv = find_uv()?;
+                let pip = tokio::task::block_in_place(|| {
+                    pip::resolve_for(&uv, &pip_reqs, &records, &target)
+                })?;
+                tracing::info!("resolved {} pip packages in {:.1?}", pip.len(), t.elapsed());
+                pip
+            };
             if args.write_lock {
                 let path = crate::lock::default_lock_path(&spec.path);
                 lock::write_lock(
@@ -203,11 +238,12 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
                         platform,
                         virtual_packages: target.virtual_packages(),
                         records: records.clone(),
+                        pip: pip_packages.clone(),
                     }],
                 )?;
                 tracing::info!("wrote {}", path.display());
             }
-            (records, spec.dependencies.clone())
+            (records, spec.dependencies.clone(), pip_packages)
         }
         (None, None) => bail!("give --spec FILE or --lock FILE"),
     };
@@ -234,9 +270,27 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         progress: Some(Default::default()),
     };
     let requested_text: Vec<String> = requested.iter().map(|s| s.to_string()).collect();
+    let pip_step = if pip_packages.is_empty() {
+        None
+    } else {
+        Some(PipStep {
+            uv: find_uv()?,
+            packages: &pip_packages,
+            target: PipTarget::new(&records, &target)?,
+            compile: args.compile,
+        })
+    };
+    let mut pip_text: Vec<String> = pip_packages
+        .iter()
+        .map(|p| format!("{} sha256={}", p.url, p.sha256))
+        .collect();
+    if args.compile && !pip_text.is_empty() {
+        pip_text.push("compile".to_string());
+    }
     let env_key = EnvironmentRecipe {
         records: &records,
         requested: &requested_text,
+        pip: &pip_text,
         platform: platform.subdir().as_str(),
         plan: &plan_options,
         write: &write_options,
@@ -267,6 +321,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
                 &ctx,
                 &records,
                 &requested,
+                pip_step.as_ref(),
                 &prefix,
                 platform,
                 &plan_options,
@@ -306,6 +361,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         &SbomInput {
             name: &format!("conda environment at {prefix}"),
             records: &records,
+            pip: &pip_packages,
             base: base_ref.as_ref(),
             created: &imgbuild_oci::rfc3339_utc(mtime as i64),
         },
@@ -432,6 +488,14 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
     );
     eprintln!("time: {stages}");
     Ok(())
+}
+
+/// The pip step of an environment: which wheels, for what, with which uv.
+struct PipStep<'a> {
+    uv: Uv,
+    packages: &'a [PipPackage],
+    target: PipTarget,
+    compile: bool,
 }
 
 /// How the build talks to its user.
@@ -592,6 +656,7 @@ async fn build_environment(
     ctx: &Context,
     records: &[RepoDataRecord],
     requested: &[MatchSpec],
+    pip_step: Option<&PipStep<'_>>,
     prefix: &InstallPrefix,
     platform: TargetPlatform,
     plan_options: &PlanOptions,
@@ -609,6 +674,24 @@ async fn build_environment(
     )
     .await?;
     tracing::info!("installed into staging root in {:.1?}", t.elapsed());
+    if let Some(step) = pip_step {
+        let t = Instant::now();
+        tokio::task::block_in_place(|| {
+            pip::install(
+                &step.uv,
+                step.packages,
+                &step.target,
+                staging.path(),
+                &prefix.to_string(),
+                step.compile,
+            )
+        })?;
+        tracing::info!(
+            "installed {} pip packages in {:.1?}",
+            step.packages.len(),
+            t.elapsed()
+        );
+    }
 
     let t = Instant::now();
     let owners = collect_owners(staging.path())?;

@@ -118,6 +118,7 @@ pub async fn run_inspect(args: InspectArgs) -> Result<()> {
     for (i, l) in r.layers.iter().enumerate() {
         let holds = match &l.kind {
             LayerKind::Conda { packages } => packages.join(" "),
+            LayerKind::Pip { packages } => format!("pip: {}", packages.join(" ")),
             LayerKind::Environment => "environment (conda-meta, files no package owns)".into(),
             LayerKind::Sbom => "SBOM".into(),
             LayerKind::Base => format!(

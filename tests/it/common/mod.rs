@@ -2,6 +2,7 @@
 //! the real `imgbuild` binary and read what it wrote.
 
 pub mod channel;
+pub mod cpython;
 pub mod faults;
 pub mod registry;
 pub mod server;
@@ -78,7 +79,8 @@ impl TestContext {
         self.imgbuild_env(args, &[])
     }
 
-    /// Like [`TestContext::imgbuild`], with extra environment variables. Registry credentials
+    /// Like [`TestContext::imgbuild`], with extra environment variables (an empty value unsets
+    /// one). Registry credentials
     /// and Docker's config are cleared so only what the test sets is seen.
     pub fn imgbuild_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
@@ -92,7 +94,12 @@ impl TestContext {
             .env("IMGBUILD_BASE", "scratch")
             .env("IMGBUILD_CACHE_DIR", self.path("cache"));
         for (k, v) in env {
-            cmd.env(k, v);
+            // An empty value unsets the variable.
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         cmd.output().unwrap()
     }
@@ -208,6 +215,8 @@ pub fn layer_entries(layout: &Path) -> Vec<Entry> {
         let reader: Box<dyn std::io::Read> =
             if layer["mediaType"].as_str().unwrap().ends_with("zstd") {
                 Box::new(zstd::Decoder::new(file).unwrap())
+            } else if layer["mediaType"].as_str().unwrap().ends_with(".tar") {
+                Box::new(file)
             } else {
                 Box::new(flate2::read::MultiGzDecoder::new(file))
             };
@@ -261,4 +270,39 @@ pub fn conda_meta_records(layout: &Path) -> Vec<Value> {
         })
         .map(|e| serde_json::from_slice(&e.data).unwrap())
         .collect()
+}
+
+/// Writes an OCI layout at `dir` with one image (tag `tag`, linux/amd64) whose one layer is
+/// the uncompressed tar `layer`; returns the manifest digest.
+pub fn single_layer_layout(dir: &Path, layer: &[u8], tag: &str) -> String {
+    use sha2::Digest;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let h = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&h), bytes).unwrap();
+        (format!("sha256:{h}"), bytes.len())
+    };
+    let (layer_digest, layer_size) = put(layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "history": [{"created_by": "test: host glibc"}],
+    });
+    let (cfg_digest, cfg_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg_digest, "size": cfg_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+    });
+    let (m_digest, m_size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m_digest, "size": m_size,
+                        "annotations": {"org.opencontainers.image.ref.name": tag}}],
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    m_digest
 }

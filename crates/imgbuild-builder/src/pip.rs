@@ -1,0 +1,970 @@
+//! The `pip:` section: PyPI packages resolved and installed by `uv` for the *target*, without
+//! running the target's Python.
+//!
+//! Why uv: it resolves and installs for another platform and Python (`--python-platform`,
+//! `--python-version`), writes PEP 751 `pylock.toml` with one wheel URL and sha256 per package,
+//! and is the fastest correct installer. Its crates are not published for use as a library, so
+//! it runs as a program (found on `PATH` or given with `--uv`).
+//!
+//! The flow, shared by `build --spec`, `lock` and `build --lock`:
+//! 1. [`PipRequirements::parse`] reads the `pip:` lines (and `-r` files). Editable and VCS lines
+//!    are refused, naming the line: neither has a place in a reproducible image.
+//! 2. [`resolve`] runs `uv pip compile --format pylock.toml` for the target (Python version from
+//!    the solved `python` record, `manylinux_2_N` from the target glibc), wheels only. Python
+//!    packages conda installed are pinned to conda's version (a pip requirement that needs
+//!    another one fails, naming the conda package) and left out of the result.
+//! 3. [`install`] hands uv exactly those wheels (URL + `--hash`, `--no-deps`) with `--target`
+//!    a scratch directory, then moves the files into `<root>/lib/pythonX.Y/site-packages` and
+//!    console scripts into `<root>/bin`, rewriting their shebangs to `#!<prefix>/bin/python`
+//!    and their `RECORD` rows (path, hash, size) to match.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use rattler_conda_types::RepoDataRecord;
+use sha2::{Digest as _, Sha256};
+
+use crate::target::{Target, TargetPlatform};
+
+/// A problem with the `pip:` section or with running uv.
+#[derive(Debug, thiserror::Error)]
+pub enum PipError {
+    #[error(
+        "{origin}: '{line}' is an editable install; editable installs point at a source tree \
+         outside the image and have no place in an image build. Build a wheel and list it, \
+         or publish the package to an index"
+    )]
+    Editable { origin: String, line: String },
+    #[error(
+        "{origin}: '{line}' installs from version control; a VCS checkout is not reproducible \
+         in an image build. Pin a released version from an index instead"
+    )]
+    Vcs { origin: String, line: String },
+    #[error("{origin}: '{line}': {message}")]
+    Line {
+        origin: String,
+        line: String,
+        message: String,
+    },
+    #[error(
+        "uv is needed for the pip: section but was not found on PATH; install it with \
+         `pip install uv` (or see https://docs.astral.sh/uv/) or pass --uv PATH"
+    )]
+    UvMissing,
+    #[error("--uv {path}: {message}")]
+    UvUnusable { path: PathBuf, message: String },
+    #[error("the pip: section needs Python, but the environment has no python package; add python to dependencies")]
+    NoPython,
+    #[error("resolving the pip: section for {platform} (Python {python}) failed:\n{message}")]
+    Resolve {
+        platform: String,
+        python: String,
+        message: String,
+    },
+    #[error("installing pip packages failed:\n{message}")]
+    Install { message: String },
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+}
+
+impl PipError {
+    fn io(path: &Path, e: impl std::fmt::Display) -> Self {
+        PipError::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The requirement lines and index options of a `pip:` section, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipRequirements {
+    /// Requirement lines, in order, as written.
+    pub requirements: Vec<String>,
+    /// `--index-url` (replaces PyPI).
+    pub index_url: Option<String>,
+    /// `--extra-index-url`s.
+    pub extra_index_urls: Vec<String>,
+    /// `--pre`.
+    pub pre: bool,
+}
+
+impl PipRequirements {
+    /// Parses the `pip:` lines of the spec at `spec_path`; `-r FILE` is read relative to the
+    /// spec (and nested files relative to their own directory).
+    pub fn parse(lines: &[String], spec_path: &Path) -> Result<Self, PipError> {
+        let mut out = PipRequirements::default();
+        let dir = spec_path.parent().unwrap_or(Path::new("."));
+        for (i, line) in lines.iter().enumerate() {
+            let origin = format!("{} pip: entry {}", spec_path.display(), i + 1);
+            out.add_line(line, &origin, dir, 0)?;
+        }
+        Ok(out)
+    }
+
+    /// Whether there is anything to install.
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
+    fn add_line(
+        &mut self,
+        raw: &str,
+        origin: &str,
+        dir: &Path,
+        depth: usize,
+    ) -> Result<(), PipError> {
+        let line = strip_comment(raw).trim();
+        if line.is_empty() {
+            return Ok(());
+        }
+        let err = |message: &str| PipError::Line {
+            origin: origin.to_string(),
+            line: line.to_string(),
+            message: message.to_string(),
+        };
+        if line.starts_with('-') {
+            let (flag, value) = split_option(line);
+            let value = || value.ok_or_else(|| err("this option needs a value"));
+            match flag {
+                "-e" | "--editable" => {
+                    return Err(PipError::Editable {
+                        origin: origin.to_string(),
+                        line: line.to_string(),
+                    })
+                }
+                "-r" | "--requirement" => {
+                    if depth > 8 {
+                        return Err(err("-r files nest more than 8 deep"));
+                    }
+                    let path = dir.join(value()?);
+                    let text = fs::read_to_string(&path).map_err(|e| {
+                        err(&format!("cannot read {}: {e}", path.display()))
+                    })?;
+                    let sub_dir = path.parent().unwrap_or(dir).to_path_buf();
+                    for (n, l) in join_continuations(&text).iter().enumerate() {
+                        let origin = format!("{}:{}", path.display(), n + 1);
+                        self.add_line(l, &origin, &sub_dir, depth + 1)?;
+                    }
+                }
+                "-i" | "--index-url" => self.index_url = Some(value()?.to_string()),
+                "--extra-index-url" => self.extra_index_urls.push(value()?.to_string()),
+                "--pre" => self.pre = true,
+                "--only-binary" | "--prefer-binary" => {}
+                _ => {
+                    return Err(err(
+                        "imgbuild understands -r, --index-url, --extra-index-url and --pre in pip: sections",
+                    ))
+                }
+            }
+            return Ok(());
+        }
+        if is_vcs(line) {
+            return Err(PipError::Vcs {
+                origin: origin.to_string(),
+                line: line.to_string(),
+            });
+        }
+        if line.starts_with('.') || line.starts_with('/') || line.starts_with("file:") {
+            return Err(err(
+                "local paths are not installed from an image spec; publish the package to an index or pin a wheel URL",
+            ));
+        }
+        let name_end = line
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+            .unwrap_or(line.len());
+        if name_end == 0 {
+            return Err(err("expected a requirement such as 'requests>=2.31'"));
+        }
+        self.requirements.push(line.to_string());
+        Ok(())
+    }
+}
+
+/// `--flag value`, `--flag=value` or `-rvalue`.
+fn split_option(line: &str) -> (&str, Option<&str>) {
+    if let Some((flag, value)) = line.split_once('=').filter(|(f, _)| f.starts_with("--")) {
+        return (flag, Some(value.trim()));
+    }
+    match line.split_once(char::is_whitespace) {
+        Some((flag, value)) => (flag, Some(value.trim())),
+        None if line.len() > 2 && !line.starts_with("--") => (&line[..2], Some(&line[2..])),
+        None => (line, None),
+    }
+}
+
+fn strip_comment(line: &str) -> &str {
+    // A '#' starts a comment at the line start or after whitespace (URLs keep their fragments).
+    let bytes = line.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'#' && (i == 0 || bytes[i - 1].is_ascii_whitespace()) {
+            return &line[..i];
+        }
+    }
+    line
+}
+
+fn join_continuations(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(head) = line.strip_suffix('\\') {
+            current.push_str(head);
+            continue;
+        }
+        current.push_str(line);
+        out.push(std::mem::take(&mut current));
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn is_vcs(line: &str) -> bool {
+    let url = line.split_once('@').map_or(line, |(_, u)| u).trim();
+    ["git+", "hg+", "svn+", "bzr+"]
+        .iter()
+        .any(|p| url.starts_with(p) || line.starts_with(p))
+}
+
+/// One resolved PyPI package: exactly the wheel to install.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PipPackage {
+    /// Normalized name (PEP 503).
+    pub name: String,
+    pub version: String,
+    pub url: String,
+    /// Hex sha256 of the wheel.
+    pub sha256: String,
+}
+
+impl PipPackage {
+    /// `name==version`.
+    pub fn label(&self) -> String {
+        format!("{}=={}", self.name, self.version)
+    }
+}
+
+/// PEP 503 normalized name.
+pub fn normalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.chars() {
+        if c == '-' || c == '_' || c == '.' {
+            sep = true;
+            continue;
+        }
+        if sep && !out.is_empty() {
+            out.push('-');
+        }
+        sep = false;
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// The Python and platform pip packages are chosen for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipTarget {
+    pub platform: TargetPlatform,
+    /// `3.11`.
+    pub python: String,
+    /// uv's `--python-platform`, e.g. `x86_64-manylinux_2_28`.
+    pub uv_platform: String,
+}
+
+/// The manylinux levels uv knows as `--python-platform` values.
+const MANYLINUX_MINORS: std::ops::RangeInclusive<u64> = 17..=40;
+
+impl PipTarget {
+    /// From the solved records (their `python`) and the target (its architecture and glibc).
+    pub fn new(records: &[RepoDataRecord], target: &Target) -> Result<Self, PipError> {
+        let python = records
+            .iter()
+            .find(|r| r.package_record.name.as_normalized() == "python")
+            .ok_or(PipError::NoPython)?;
+        let version = python.package_record.version.to_string();
+        let mut parts = version.split('.');
+        let python = match (parts.next(), parts.next()) {
+            (Some(major), Some(minor)) => format!("{major}.{minor}"),
+            _ => return Err(PipError::NoPython),
+        };
+        let glibc = target.glibc.to_string();
+        let minor: u64 = glibc
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(17)
+            .clamp(*MANYLINUX_MINORS.start(), *MANYLINUX_MINORS.end());
+        let arch = match target.platform {
+            TargetPlatform::LinuxAmd64 => "x86_64",
+            TargetPlatform::LinuxArm64 => "aarch64",
+            TargetPlatform::LinuxPpc64le => "powerpc64le",
+        };
+        Ok(Self {
+            platform: target.platform,
+            python,
+            uv_platform: format!("{arch}-manylinux_2_{minor}"),
+        })
+    }
+
+    /// `lib/pythonX.Y/site-packages`, relative to the prefix.
+    pub fn site_packages(&self) -> PathBuf {
+        PathBuf::from(format!("lib/python{}/site-packages", self.python))
+    }
+}
+
+/// The uv program.
+#[derive(Debug, Clone)]
+pub struct Uv {
+    path: PathBuf,
+    cache_dir: PathBuf,
+}
+
+impl Uv {
+    /// `explicit` (`--uv PATH`) or `uv` on `PATH`; uv's own cache under `cache_dir`.
+    pub fn find(explicit: Option<&Path>, cache_dir: &Path) -> Result<Self, PipError> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => find_on_path("uv").ok_or(PipError::UvMissing)?,
+        };
+        let out =
+            Command::new(&path)
+                .arg("--version")
+                .output()
+                .map_err(|e| PipError::UvUnusable {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+        if !out.status.success() {
+            return Err(PipError::UvUnusable {
+                path,
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        tracing::debug!(
+            "using {} ({})",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+        Ok(Self {
+            path,
+            cache_dir: cache_dir.join("uv"),
+        })
+    }
+
+    /// `uv pip SUBCOMMAND` with the options every call shares: no user config, no Python
+    /// downloads, imgbuild's cache, the target's platform and Python, wheels only.
+    fn pip(&self, subcommand: &str, target: &PipTarget, reqs: &PipRequirements) -> Command {
+        let mut cmd = Command::new(&self.path);
+        cmd.args(["pip", subcommand, "--no-config", "--color", "never"])
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .args(["--python-version", &target.python])
+            .args(["--python-platform", &target.uv_platform])
+            .args(["--only-binary", ":all:"])
+            .env("UV_PYTHON_DOWNLOADS", "never")
+            .env_remove("UV_INDEX_URL")
+            .env_remove("UV_EXTRA_INDEX_URL")
+            .env_remove("PIP_INDEX_URL");
+        if let Some(url) = &reqs.index_url {
+            cmd.args(["--index-url", url]);
+        }
+        for url in &reqs.extra_index_urls {
+            cmd.args(["--extra-index-url", url]);
+        }
+        if reqs.pre {
+            cmd.args(["--prerelease", "allow"]);
+        }
+        cmd
+    }
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Python packages conda installed, as `(normalized name, version)`: every record that
+/// depends on `python`. pip requirements on them are satisfied by conda's build.
+pub fn conda_python_dists(records: &[RepoDataRecord]) -> BTreeMap<String, String> {
+    records
+        .iter()
+        .filter(|r| r.package_record.name.as_normalized() != "python")
+        .filter(|r| {
+            r.package_record.depends.iter().any(|d| {
+                d == "python"
+                    || d.starts_with("python ")
+                    || d.starts_with("python>")
+                    || d.starts_with("python=")
+            })
+        })
+        .map(|r| {
+            (
+                normalize_name(r.package_record.name.as_normalized()),
+                r.package_record.version.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Resolves `reqs` for `target` with uv (network: the indexes), conda's Python packages pinned
+/// and left out of the result.
+pub fn resolve(
+    uv: &Uv,
+    reqs: &PipRequirements,
+    target: &PipTarget,
+    conda: &BTreeMap<String, String>,
+) -> Result<Vec<PipPackage>, PipError> {
+    let work = tempfile::Builder::new()
+        .prefix("imgbuild-pip-")
+        .tempdir()
+        .map_err(|e| PipError::io(&std::env::temp_dir(), e))?;
+    let input = work.path().join("requirements.in");
+    write_lines(&input, &reqs.requirements)?;
+    let constraints = work.path().join("conda-constraints.txt");
+    write_lines(
+        &constraints,
+        &conda
+            .iter()
+            .map(|(n, v)| format!("{n}=={v}"))
+            .collect::<Vec<_>>(),
+    )?;
+    let output = work.path().join("pylock.toml");
+    let mut cmd = uv.pip("compile", target, reqs);
+    cmd.arg(&input)
+        .arg("--constraint")
+        .arg(&constraints)
+        .args(["--format", "pylock.toml", "--quiet", "--no-header"])
+        .arg("--output-file")
+        .arg(&output);
+    for name in conda.keys() {
+        cmd.args(["--no-emit-package", name]);
+    }
+    let out = run(cmd)?;
+    if !out.status.success() {
+        let message = explain_failure(&String::from_utf8_lossy(&out.stderr), conda);
+        return Err(PipError::Resolve {
+            platform: target.uv_platform.clone(),
+            python: target.python.clone(),
+            message,
+        });
+    }
+    let text = fs::read_to_string(&output).map_err(|e| PipError::io(&output, e))?;
+    parse_pylock(&text).map_err(|message| PipError::Resolve {
+        platform: target.uv_platform.clone(),
+        python: target.python.clone(),
+        message: format!("uv wrote a pylock.toml imgbuild cannot read: {message}"),
+    })
+}
+
+/// The wheels for `reqs` in an environment of `records` on `target`: [`resolve`] with the
+/// Python and platform they imply and conda's Python packages kept.
+pub fn resolve_for(
+    uv: &Uv,
+    reqs: &PipRequirements,
+    records: &[RepoDataRecord],
+    target: &Target,
+) -> Result<Vec<PipPackage>, PipError> {
+    if reqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pip_target = PipTarget::new(records, target)?;
+    resolve(uv, reqs, &pip_target, &conda_python_dists(records))
+}
+
+/// uv's explanation, with a pointer at conda when a conda-installed package is involved and at
+/// `--allow-sdist`-free alternatives when only source distributions exist.
+fn explain_failure(stderr: &str, conda: &BTreeMap<String, String>) -> String {
+    let mut message = stderr.trim().to_string();
+    let involved: Vec<String> = conda
+        .iter()
+        .filter(|(name, version)| {
+            let needle = format!("{name}=={version}");
+            stderr.contains(&needle)
+        })
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+    if !involved.is_empty() {
+        message.push_str(&format!(
+            "\nThe pip requirements conflict with Python packages conda installed ({}): conda's \
+             versions are kept. Change the pip requirement, or pin a conda version that satisfies it.",
+            involved.join(", ")
+        ));
+    }
+    if stderr.contains("no wheels") || stderr.contains("source distribution") {
+        message.push_str(
+            "\nimgbuild installs wheels only (--only-binary :all:), built for the target \
+             platform; choose a version that publishes wheels for it.",
+        );
+    }
+    message
+}
+
+fn write_lines(path: &Path, lines: &[String]) -> Result<(), PipError> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    fs::write(path, text).map_err(|e| PipError::io(path, e))
+}
+
+fn run(mut cmd: Command) -> Result<std::process::Output, PipError> {
+    tracing::debug!("running {cmd:?}");
+    cmd.output().map_err(|e| PipError::Install {
+        message: format!("cannot run {:?}: {e}", cmd.get_program()),
+    })
+}
+
+/// The packages of a PEP 751 lock that uv wrote for one platform: one wheel each.
+fn parse_pylock(text: &str) -> Result<Vec<PipPackage>, String> {
+    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let mut out = Vec::new();
+    for pkg in doc
+        .get("packages")
+        .and_then(|p| p.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let s = |k: &str| pkg.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let name = s("name").ok_or("a package without a name")?;
+        let version = s("version").ok_or(format!("{name}: no version"))?;
+        let wheels = pkg
+            .get("wheels")
+            .and_then(|w| w.as_array())
+            .ok_or(format!("{name}: no wheel (a source distribution?)"))?;
+        if wheels.len() != 1 {
+            return Err(format!("{name}: {} wheels, expected one", wheels.len()));
+        }
+        let wheel = &wheels[0];
+        let url = wheel
+            .get("url")
+            .and_then(|u| u.as_str())
+            .ok_or(format!("{name}: wheel without a URL"))?;
+        let sha256 = wheel
+            .get("hashes")
+            .and_then(|h| h.get("sha256"))
+            .and_then(|h| h.as_str())
+            .ok_or(format!("{name}: wheel without a sha256"))?;
+        out.push(PipPackage {
+            name: normalize_name(&name),
+            version,
+            url: url.to_string(),
+            sha256: sha256.to_string(),
+        });
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Installs exactly `packages` into the staging `root` of an environment whose final prefix
+/// is `prefix`. With `compile`, byte-compiles them with the environment's own Python
+/// (unchecked-hash pycs, deterministic), which needs a target the host can run.
+pub fn install(
+    uv: &Uv,
+    packages: &[PipPackage],
+    target: &PipTarget,
+    root: &Path,
+    prefix: &str,
+    compile: bool,
+) -> Result<(), PipError> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    if compile && target.platform != TargetPlatform::host() {
+        return Err(PipError::Install {
+            message: format!(
+                "--compile runs the environment's Python, which cannot run here: the target is {} \
+                 and this machine is {}; build without --compile",
+                target.platform,
+                TargetPlatform::host()
+            ),
+        });
+    }
+    let site = root.join(target.site_packages());
+    fs::create_dir_all(&site).map_err(|e| PipError::io(&site, e))?;
+    let work = tempfile::Builder::new()
+        .prefix(".imgbuild-pip-")
+        .tempdir_in(root.parent().unwrap_or(root))
+        .map_err(|e| PipError::io(root, e))?;
+    let reqs = work.path().join("requirements.txt");
+    write_lines(
+        &reqs,
+        &packages
+            .iter()
+            .map(|p| format!("{} @ {} --hash=sha256:{}", p.name, p.url, p.sha256))
+            .collect::<Vec<_>>(),
+    )?;
+    let tree = work.path().join("target");
+    let mut cmd = uv.pip("install", target, &PipRequirements::default());
+    cmd.args([
+        "--no-deps",
+        "--require-hashes",
+        "--link-mode",
+        "copy",
+        "--quiet",
+    ])
+    .arg("--target")
+    .arg(&tree)
+    .arg("-r")
+    .arg(&reqs);
+    let out = run(cmd)?;
+    if !out.status.success() {
+        return Err(PipError::Install {
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let moved = move_into_prefix(&tree, &site, root, prefix, &target.site_packages())?;
+    if compile {
+        compile_pyc(root, prefix, &site, &moved)?;
+    }
+    Ok(())
+}
+
+/// Moves uv's `--target` tree into place: `bin/` to `<root>/bin` with rewritten shebangs,
+/// everything else into site-packages; fixes each RECORD. Returns the top-level names moved
+/// into site-packages.
+fn move_into_prefix(
+    tree: &Path,
+    site: &Path,
+    root: &Path,
+    prefix: &str,
+    site_rel: &Path,
+) -> Result<Vec<String>, PipError> {
+    let bin = root.join("bin");
+    // From site-packages back up to the prefix: `../../../`.
+    let up = "../".repeat(site_rel.components().count());
+    let mut scripts: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    let tree_bin = tree.join("bin");
+    if tree_bin.is_dir() {
+        fs::create_dir_all(&bin).map_err(|e| PipError::io(&bin, e))?;
+        for entry in read_dir_sorted(&tree_bin)? {
+            let name = entry
+                .file_name()
+                .expect("dir entries have names")
+                .to_string_lossy()
+                .into_owned();
+            let bytes = fs::read(&entry).map_err(|e| PipError::io(&entry, e))?;
+            let bytes = rewrite_shebang(&bytes, prefix);
+            let dest = bin.join(&name);
+            if dest.symlink_metadata().is_ok() {
+                return Err(PipError::Install {
+                    message: format!(
+                        "the pip packages' script bin/{name} would replace a file conda installed"
+                    ),
+                });
+            }
+            write_executable(&dest, &bytes)?;
+            scripts.insert(
+                format!("bin/{name}"),
+                (record_hash(&bytes), bytes.len() as u64),
+            );
+        }
+    }
+    let mut moved = Vec::new();
+    for entry in read_dir_sorted(tree)? {
+        let name = entry
+            .file_name()
+            .expect("dir entries have names")
+            .to_string_lossy()
+            .into_owned();
+        if name == "bin" || name == ".lock" {
+            continue;
+        }
+        let dest = site.join(&name);
+        if dest.symlink_metadata().is_ok() {
+            return Err(PipError::Install {
+                message: format!(
+                    "the pip packages would replace {}/{name}, which conda installed",
+                    site_rel.display()
+                ),
+            });
+        }
+        if name.ends_with(".dist-info") {
+            fix_record(&entry.join("RECORD"), &scripts, &up)?;
+        }
+        fs::rename(&entry, &dest).map_err(|e| PipError::io(&dest, e))?;
+        moved.push(name);
+    }
+    Ok(moved)
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, PipError> {
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(|e| PipError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    Ok(entries)
+}
+
+fn write_executable(path: &Path, bytes: &[u8]) -> Result<(), PipError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = fs::File::create(path).map_err(|e| PipError::io(path, e))?;
+    f.write_all(bytes).map_err(|e| PipError::io(path, e))?;
+    f.set_permissions(fs::Permissions::from_mode(0o755))
+        .map_err(|e| PipError::io(path, e))
+}
+
+/// Linux's limit on a `#!` line (bytes, without the newline).
+const SHEBANG_MAX: usize = 127;
+
+/// Points a console script at `<prefix>/bin/python`, whatever interpreter uv wrote (the host's,
+/// possibly in the `/bin/sh` trampoline form uv uses for long paths).
+pub fn rewrite_shebang(script: &[u8], prefix: &str) -> Vec<u8> {
+    if !script.starts_with(b"#!") {
+        return script.to_vec();
+    }
+    let mut rest = &script[script
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(script.len(), |i| i + 1)..];
+    if script.starts_with(b"#!/bin/sh\n'''exec' ") {
+        // `#!/bin/sh` / `'''exec' "python" "$0" "$@"` / `' '''`: drop all three lines.
+        for _ in 0..2 {
+            rest = &rest[rest
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(rest.len(), |i| i + 1)..];
+        }
+    }
+    let python = format!("{prefix}/bin/python");
+    let head = if python.len() + 2 <= SHEBANG_MAX {
+        format!("#!{python}\n")
+    } else {
+        format!("#!/bin/sh\n'''exec' '{python}' \"$0\" \"$@\"\n' '''\n")
+    };
+    let mut out = head.into_bytes();
+    out.extend_from_slice(rest);
+    out
+}
+
+/// RECORD's hash form: `sha256=<urlsafe base64, no padding>`.
+fn record_hash(bytes: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(bytes))
+    )
+}
+
+/// Rewrites the `bin/…` rows of a RECORD uv wrote for `--target` to where the scripts now are
+/// (`../../../bin/…` from site-packages) with their new hash and size.
+fn fix_record(
+    record: &Path,
+    scripts: &BTreeMap<String, (String, u64)>,
+    up: &str,
+) -> Result<(), PipError> {
+    let text = fs::read_to_string(record).map_err(|e| PipError::io(record, e))?;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let path = line.rsplitn(3, ',').nth(2).unwrap_or(line);
+        match scripts.get(path.trim_matches('"')) {
+            Some((hash, size)) => out.push_str(&format!("{up}{path},{hash},{size}")),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    fs::write(record, out).map_err(|e| PipError::io(record, e))
+}
+
+/// Byte-compiles the moved packages with the environment's Python: unchecked-hash pycs (no
+/// mtimes inside), file names as they will be in the image, listed in each RECORD.
+fn compile_pyc(root: &Path, prefix: &str, site: &Path, moved: &[String]) -> Result<(), PipError> {
+    let python = root.join("bin/python");
+    let targets: Vec<PathBuf> = moved
+        .iter()
+        .filter(|n| !n.ends_with(".dist-info"))
+        .map(|n| site.join(n))
+        .collect();
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let out = Command::new(&python)
+        .args([
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "1",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+        ])
+        .arg(root)
+        .args(["-p", prefix])
+        .args(&targets)
+        .env("SOURCE_DATE_EPOCH", "0")
+        .env("PYTHONHASHSEED", "0")
+        .env_remove("PYTHONPATH")
+        .output()
+        .map_err(|e| PipError::io(&python, e))?;
+    if !out.status.success() {
+        return Err(PipError::Install {
+            message: format!(
+                "byte-compiling with {} failed: {}",
+                python.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    // List the new pycs in the RECORD of the package that owns their source.
+    for dist in moved.iter().filter(|n| n.ends_with(".dist-info")) {
+        let record = site.join(dist).join("RECORD");
+        let text = fs::read_to_string(&record).map_err(|e| PipError::io(&record, e))?;
+        let mut extra = String::new();
+        for line in text.lines() {
+            let path = line.rsplitn(3, ',').nth(2).unwrap_or(line);
+            let Some(stem) = path.strip_suffix(".py") else {
+                continue;
+            };
+            let (dir, file) = stem.rsplit_once('/').unwrap_or(("", stem));
+            let dir = if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{dir}/")
+            };
+            let tag = pyc_tag(root)?;
+            let pyc = format!("{dir}__pycache__/{file}.{tag}.pyc");
+            if site.join(&pyc).is_file() {
+                extra.push_str(&format!("{pyc},,\n"));
+            }
+        }
+        if !extra.is_empty() {
+            let mut all = text;
+            all.push_str(&extra);
+            fs::write(&record, all).map_err(|e| PipError::io(&record, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// `cpython-311`, from the environment's `lib/pythonX.Y`.
+fn pyc_tag(root: &Path) -> Result<String, PipError> {
+    let lib = root.join("lib");
+    for entry in read_dir_sorted(&lib)? {
+        let name = entry
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if let Some(v) = name.strip_prefix("python") {
+            if let Some((major, minor)) = v.split_once('.') {
+                return Ok(format!("cpython-{major}{minor}"));
+            }
+        }
+    }
+    Err(PipError::NoPython)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(lines: &[&str]) -> Result<PipRequirements, PipError> {
+        let lines: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+        PipRequirements::parse(&lines, Path::new("/spec/environment.yml"))
+    }
+
+    #[test]
+    fn requirement_lines_users_write() {
+        let r = parse(&[
+            "six",
+            "pyyaml==6.*",
+            "requests[socks]>=2.31,<3 ; python_version >= '3.8'",
+            "--extra-index-url https://example.org/simple",
+            "--index-url=https://mirror.example/simple  # our mirror",
+        ])
+        .unwrap();
+        assert_eq!(r.requirements.len(), 3);
+        assert_eq!(r.extra_index_urls, ["https://example.org/simple"]);
+        assert_eq!(
+            r.index_url.as_deref(),
+            Some("https://mirror.example/simple")
+        );
+    }
+
+    #[test]
+    fn editable_vcs_and_paths_are_refused_naming_the_line() {
+        let e = parse(&["six", "-e ."]).unwrap_err().to_string();
+        assert!(
+            e.contains("pip: entry 2") && e.contains("'-e .'") && e.contains("editable"),
+            "{e}"
+        );
+        let e = parse(&["git+https://github.com/x/y.git"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("version control"), "{e}");
+        let e = parse(&["y @ git+https://github.com/x/y.git@v1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("version control"), "{e}");
+        assert!(parse(&["./local"]).is_err());
+        assert!(parse(&["--no-binary :all:"]).is_err());
+    }
+
+    #[test]
+    fn requirement_files_are_read_relative_to_the_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("base.txt"),
+            "six\n# comment\ntqdm \\\n  >=4\n",
+        )
+        .unwrap();
+        fs::write(dir.path().join("bad.txt"), "six\n-e ./src\n").unwrap();
+        let spec = dir.path().join("environment.yml");
+        let r = PipRequirements::parse(&["-r base.txt".to_string()], &spec).unwrap();
+        assert_eq!(r.requirements, ["six", "tqdm   >=4"]);
+        let e = PipRequirements::parse(&["-r bad.txt".to_string()], &spec)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.txt:2"), "{e}");
+    }
+
+    #[test]
+    fn shebangs_point_at_the_prefix_python() {
+        let s = rewrite_shebang(b"#!/root/.venv/bin/python\nimport sys\n", "/opt/conda");
+        assert_eq!(s, b"#!/opt/conda/bin/python\nimport sys\n");
+        let tramp = b"#!/bin/sh\n'''exec' \"/very/long/python\" \"$0\" \"$@\"\n' '''\nimport sys\n";
+        assert_eq!(
+            rewrite_shebang(tramp, "/opt/conda"),
+            b"#!/opt/conda/bin/python\nimport sys\n"
+        );
+        let long = format!("/{}", "p".repeat(130));
+        let s = String::from_utf8(rewrite_shebang(b"#!/x/python\nimport sys\n", &long)).unwrap();
+        assert!(
+            s.starts_with("#!/bin/sh\n'''exec' '/ppp") && s.ends_with("' '''\nimport sys\n"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn names_are_normalized() {
+        assert_eq!(normalize_name("PyYAML"), "pyyaml");
+        assert_eq!(normalize_name("typing_extensions"), "typing-extensions");
+        assert_eq!(normalize_name("zope.interface"), "zope-interface");
+    }
+
+    #[test]
+    fn record_rows_follow_moved_scripts() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("RECORD");
+        fs::write(
+            &record,
+            "tqdm/__init__.py,sha256=abc,10\nbin/tqdm,sha256=old,5\ntqdm-1.dist-info/RECORD,,\n",
+        )
+        .unwrap();
+        let mut scripts = BTreeMap::new();
+        scripts.insert("bin/tqdm".to_string(), ("sha256=new".to_string(), 42));
+        fix_record(&record, &scripts, "../../../").unwrap();
+        assert_eq!(
+            fs::read_to_string(&record).unwrap(),
+            "tqdm/__init__.py,sha256=abc,10\n../../../bin/tqdm,sha256=new,42\ntqdm-1.dist-info/RECORD,,\n"
+        );
+    }
+}

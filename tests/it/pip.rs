@@ -1,0 +1,371 @@
+//! The `pip:` section, end to end: a real CPython (this machine's, packaged as a conda
+//! package), real wheels from PyPI resolved and installed by uv for the target, run under
+//! podman; the lock records the wheels; arm64 gets aarch64 wheels; bad lines fail clearly.
+//!
+//! Needs uv (`IMGBUILD_UV` or uv on PATH; `.ci/run` installs it) and PyPI.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::common::cpython::{glibc_base, host_python};
+use crate::common::*;
+
+const PIP: &[&str] = &["six", "pyyaml==6.*", "tqdm"];
+
+/// An environment.yml with the machine's Python and `pip` lines.
+fn pip_spec(ctx: &TestContext, name: &str, pip: &[&str]) -> std::path::PathBuf {
+    let py = host_python();
+    let mut text = format!(
+        "name: pip-test\nchannels:\n  - {}\ndependencies:\n  - python={}\n  - pip:\n",
+        py.channel, py.short
+    );
+    for line in pip {
+        text.push_str(&format!("    - \"{line}\"\n"));
+    }
+    let path = ctx.path(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn history(layout: &Path) -> Vec<String> {
+    config(layout)["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["empty_layer"] != true)
+        .map(|h| h["created_by"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn digest(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .strip_prefix("digest: ")
+        .unwrap_or_else(|| panic!("no digest: {}", stderr(out)))
+        .to_string()
+}
+
+/// The entry at `path`; for a hard link (identical files are stored once), its target's.
+fn file<'a>(entries: &'a [Entry], path: &str) -> &'a Entry {
+    let e = entries
+        .iter()
+        .find(|e| e.path == path)
+        .unwrap_or_else(|| panic!("{path} not in the image"));
+    match (&e.kind, &e.link) {
+        (tar::EntryType::Link, Some(target)) => file(entries, target),
+        _ => e,
+    }
+}
+
+fn record_hash(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    format!(
+        "sha256={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(bytes))
+    )
+}
+
+#[test]
+fn pip_packages_install_for_the_target_run_and_lock() {
+    let ctx = TestContext::new();
+    let py = host_python();
+    let base = glibc_base(&ctx.path("glibc"));
+    let spec = pip_spec(&ctx, "environment.yml", PIP);
+    let out = ctx.path("img");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--base",
+        &base,
+        "--output",
+        out.to_str().unwrap(),
+        "--tag",
+        "pip:1",
+    ]);
+    assert_ok(&res);
+    let image = digest(&res);
+
+    // The pip packages are one layer, after the conda layers, before the environment's.
+    let history = history(&out);
+    let pip_at = history
+        .iter()
+        .position(|h| h.starts_with("imgbuild: pip packages "))
+        .unwrap_or_else(|| panic!("no pip layer: {history:?}"));
+    let pip_line = &history[pip_at];
+    for name in ["six-", "pyyaml-6.", "tqdm-"] {
+        assert!(pip_line.contains(name), "{pip_line}");
+    }
+    assert!(history[..pip_at]
+        .iter()
+        .any(|h| h.starts_with("imgbuild: conda packages") && h.contains("python-")));
+    assert!(
+        history[pip_at + 1].starts_with("imgbuild: environment"),
+        "{history:?}"
+    );
+
+    let entries = layer_entries(&out);
+    let site = format!("opt/conda/lib/python{}/site-packages", py.short);
+    // The console script runs the image's Python, by its final path.
+    let script = file(&entries, "opt/conda/bin/tqdm");
+    let text = String::from_utf8(script.data.clone()).unwrap();
+    assert!(
+        text.starts_with("#!/opt/conda/bin/python\n"),
+        "shebang: {:?}",
+        text.lines().next()
+    );
+    // RECORD lists it where it is, with its hash and size; INSTALLER names uv.
+    let dist = entries
+        .iter()
+        .find(|e| {
+            e.path.starts_with(&format!("{site}/tqdm-")) && e.path.ends_with(".dist-info/RECORD")
+        })
+        .expect("tqdm's RECORD");
+    let record = String::from_utf8(dist.data.clone()).unwrap();
+    let row = format!(
+        "../../../bin/tqdm,{},{}",
+        record_hash(&script.data),
+        script.data.len()
+    );
+    assert!(record.lines().any(|l| l == row), "{row} not in\n{record}");
+    let installer = dist.path.replace("RECORD", "INSTALLER");
+    assert_eq!(file(&entries, &installer).data, b"uv");
+    // No bytecode unless --compile; no host path anywhere in the pip files.
+    assert!(
+        !entries.iter().any(|e| e.path.contains("__pycache__")),
+        "pycache in the image"
+    );
+    for e in entries
+        .iter()
+        .filter(|e| e.path.starts_with(&site) || e.path == "opt/conda/bin/tqdm")
+    {
+        let hay = String::from_utf8_lossy(&e.data);
+        assert!(
+            !hay.contains(&py.prefix),
+            "{} holds the host prefix",
+            e.path
+        );
+        assert!(!hay.contains("/tmp/"), "{} holds a staging path", e.path);
+    }
+
+    // The SBOM lists the wheels as PyPI packages.
+    let sbom: Value =
+        serde_json::from_slice(&file(&entries, "opt/conda/conda-meta/imgbuild.spdx.json").data)
+            .unwrap();
+    let purls: Vec<String> = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["externalRefs"][0]["referenceLocator"].as_str())
+        .map(str::to_string)
+        .collect();
+    for name in ["six", "pyyaml", "tqdm"] {
+        assert!(
+            purls
+                .iter()
+                .any(|p| p.starts_with(&format!("pkg:pypi/{name}@"))),
+            "{purls:?}"
+        );
+    }
+
+    // It runs: a binary manylinux wheel (libyaml) and the console script.
+    let name = format!("localhost/imgbuild-it-pip-{}:latest", std::process::id());
+    sh(&format!(
+        "skopeo copy oci:{}:pip:1 containers-storage:{name}",
+        out.display()
+    ));
+    let run = |cmd: &str| {
+        sh(&format!(
+            "podman --runtime runc run --rm --network none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 {name} {cmd}"
+        ))
+    };
+    let printed = run("/opt/conda/bin/python -c 'import six, yaml; print(yaml.__with_libyaml__)'");
+    let version = run("/opt/conda/bin/tqdm --version");
+    let _ = std::process::Command::new("podman")
+        .args(["rmi", "-f", &name])
+        .output();
+    assert_eq!(printed.trim(), "True");
+    assert!(
+        pip_line.contains(&format!("tqdm-{}", version.trim())),
+        "{version} vs {pip_line}"
+    );
+
+    // The lock records the wheels (URL + sha256); building from it gives the same image, and
+    // so does a second build from the spec with a fresh cache.
+    let lock = ctx.path("pip.lock");
+    assert_ok(&ctx.imgbuild(&[
+        "lock",
+        "--spec",
+        spec.to_str().unwrap(),
+        "-o",
+        lock.to_str().unwrap(),
+    ]));
+    let lock_text = std::fs::read_to_string(&lock).unwrap();
+    assert!(
+        lock_text.contains("pypi: https://files.pythonhosted.org/"),
+        "{lock_text}"
+    );
+    assert!(lock_text.contains("sha256: "), "{lock_text}");
+    let from_lock = ctx.imgbuild(&[
+        "--lock",
+        lock.to_str().unwrap(),
+        "--base",
+        &base,
+        "--output",
+        ctx.path("img-lock").to_str().unwrap(),
+        "--cache-dir",
+        ctx.path("cache-lock").to_str().unwrap(),
+    ]);
+    assert_ok(&from_lock);
+    let again = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--base",
+        &base,
+        "--output",
+        ctx.path("img-again").to_str().unwrap(),
+        "--cache-dir",
+        ctx.path("cache-again").to_str().unwrap(),
+    ]);
+    assert_ok(&again);
+    assert_eq!(digest(&again), image, "two builds, two digests");
+    // Tags differ (none here), so compare manifests: same layers, same config.
+    assert_eq!(manifest(&ctx.path("img-lock")), manifest(&out));
+}
+
+/// ELF `e_machine` of a shared object.
+fn elf_machine(bytes: &[u8]) -> u16 {
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    u16::from_le_bytes([bytes[18], bytes[19]])
+}
+
+#[test]
+fn arm64_images_get_aarch64_wheels() {
+    let ctx = TestContext::new();
+    let spec = pip_spec(&ctx, "environment.yml", PIP);
+    let out = ctx.path("img");
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--platform",
+        "linux/arm64",
+        "--output",
+        out.to_str().unwrap(),
+    ]));
+    let entries = layer_entries(&out);
+    let so: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.path.contains("/site-packages/yaml/") && e.path.ends_with(".so"))
+        .collect();
+    assert!(!so.is_empty(), "pyyaml's extension is missing");
+    for e in &so {
+        assert!(e.path.contains("aarch64"), "{}", e.path);
+        assert_eq!(
+            elf_machine(&e.data),
+            183,
+            "{} is not an aarch64 ELF",
+            e.path
+        );
+    }
+    let wheel = entries
+        .iter()
+        .find(|e| e.path.contains("/pyyaml-") && e.path.ends_with(".dist-info/WHEEL"))
+        .expect("pyyaml's WHEEL");
+    let tags = String::from_utf8_lossy(&wheel.data);
+    assert!(
+        tags.lines()
+            .any(|l| l.starts_with("Tag: ") && l.ends_with("_aarch64")),
+        "{tags}"
+    );
+}
+
+#[test]
+fn bad_pip_lines_fail_with_specific_errors_and_leave_nothing() {
+    let ctx = TestContext::new();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["six", "-e ."], &["pip: entry 2", "'-e .'", "editable"]),
+        (
+            &["git+https://github.com/benjaminp/six.git"],
+            &["pip: entry 1", "version control"],
+        ),
+        (
+            &["imgbuild-no-such-package-4711"],
+            &["imgbuild-no-such-package-4711", "not found"],
+        ),
+    ];
+    for (i, (lines, needles)) in cases.iter().enumerate() {
+        let spec = pip_spec(&ctx, &format!("env{i}.yml"), lines);
+        let out = ctx.path(&format!("img{i}"));
+        let cache = ctx.path(&format!("cache{i}"));
+        let res = ctx.imgbuild(&[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ]);
+        assert_fails_with(&res, needles);
+        assert!(
+            !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+            "output left behind for {lines:?}"
+        );
+        for leftover in ["environments", "layers", "staging"] {
+            let dir = cache.join(leftover);
+            assert!(
+                !dir.exists() || std::fs::read_dir(&dir).unwrap().next().is_none(),
+                "{} left behind for {lines:?}",
+                dir.display()
+            );
+        }
+    }
+}
+
+/// `--compile`: pycs for the pip packages, hash-based and unchecked (no mtime inside), listed
+/// in RECORD, under their final file names; two builds agree byte for byte.
+#[test]
+fn compile_writes_deterministic_unchecked_hash_pycs() {
+    let ctx = TestContext::new();
+    let spec = pip_spec(&ctx, "environment.yml", &["six"]);
+    let build = |name: &str| {
+        let out = ctx.path(name);
+        let res = ctx.imgbuild(&[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--compile",
+            "--output",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            ctx.path(&format!("cache-{name}")).to_str().unwrap(),
+        ]);
+        assert_ok(&res);
+        (out, digest(&res))
+    };
+    let (out, first) = build("a");
+    let (_, second) = build("b");
+    assert_eq!(first, second, "--compile builds differ");
+    let entries = layer_entries(&out);
+    let pyc = entries
+        .iter()
+        .find(|e| e.path.contains("/site-packages/__pycache__/six.") && e.path.ends_with(".pyc"))
+        .expect("six's pyc");
+    // PEP 552 flags word: 0b01 = hash-based, source not checked.
+    assert_eq!(&pyc.data[4..8], &[1, 0, 0, 0], "{}", pyc.path);
+    let compiled_path = String::from_utf8_lossy(&pyc.data);
+    assert!(
+        compiled_path.contains("/opt/conda/lib/python"),
+        "the pyc names its source by its path in the image"
+    );
+    let record = entries
+        .iter()
+        .find(|e| e.path.contains("/six-") && e.path.ends_with(".dist-info/RECORD"))
+        .unwrap();
+    let name = pyc.path.rsplit("site-packages/").next().unwrap();
+    assert!(
+        String::from_utf8_lossy(&record.data)
+            .lines()
+            .any(|l| l.starts_with(&format!("{name},"))),
+        "{name} not in RECORD"
+    );
+}
