@@ -15,11 +15,25 @@ const PIP: &[&str] = &["six", "pyyaml==6.*", "tqdm"];
 
 /// An environment.yml with the machine's Python and `pip` lines.
 fn pip_spec(ctx: &TestContext, name: &str, pip: &[&str]) -> std::path::PathBuf {
+    pip_spec_with(ctx, name, &[], pip)
+}
+
+/// Like [`pip_spec`], with more conda packages.
+fn pip_spec_with(
+    ctx: &TestContext,
+    name: &str,
+    conda: &[&str],
+    pip: &[&str],
+) -> std::path::PathBuf {
     let py = host_python();
     let mut text = format!(
-        "name: pip-test\nchannels:\n  - {}\ndependencies:\n  - python={}\n  - pip:\n",
+        "name: pip-test\nchannels:\n  - {}\ndependencies:\n  - python={}\n",
         py.channel, py.short
     );
+    for dep in conda {
+        text.push_str(&format!("  - {dep}\n"));
+    }
+    text.push_str("  - pip:\n");
     for line in pip {
         text.push_str(&format!("    - \"{line}\"\n"));
     }
@@ -168,6 +182,14 @@ fn pip_packages_install_for_the_target_run_and_lock() {
             "{purls:?}"
         );
     }
+    // Licenses from the wheels' METADATA (six declares MIT).
+    let six = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["SPDXID"] == "SPDXRef-pypi-six")
+        .unwrap();
+    assert_eq!(six["licenseDeclared"], "MIT", "{six}");
 
     // It runs: a binary manylinux wheel (libyaml) and the console script.
     let name = format!("localhost/imgbuild-it-pip-{}:latest", std::process::id());
@@ -367,5 +389,49 @@ fn compile_writes_deterministic_unchecked_hash_pycs() {
             .lines()
             .any(|l| l.starts_with(&format!("{name},"))),
         "{name} not in RECORD"
+    );
+}
+
+/// A Python package conda installed is not installed again from PyPI; a pip requirement it
+/// cannot satisfy fails naming the conda package.
+#[test]
+fn conda_python_packages_are_kept_and_conflicts_named() {
+    let ctx = TestContext::new();
+    let out = ctx.path("img");
+    let spec = pip_spec_with(&ctx, "ok.yml", &["six=1.16.0"], &["six", "tqdm"]);
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&res);
+    let pip_line = history(&out)
+        .into_iter()
+        .find(|h| h.starts_with("imgbuild: pip packages "))
+        .expect("a pip layer");
+    assert!(
+        pip_line.contains("tqdm-") && !pip_line.contains("six"),
+        "{pip_line}"
+    );
+    let entries = layer_entries(&out);
+    assert!(
+        !entries.iter().any(|e| e.path.contains("six-1.17")),
+        "six came from PyPI too"
+    );
+
+    let spec = pip_spec_with(&ctx, "conflict.yml", &["six=1.16.0"], &["six>=1.17"]);
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        ctx.path("img2").to_str().unwrap(),
+    ]);
+    assert_fails_with(
+        &res,
+        &[
+            "conflict with Python packages conda installed",
+            "six 1.16.0",
+        ],
     );
 }

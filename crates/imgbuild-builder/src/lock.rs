@@ -226,6 +226,7 @@ fn pip_from_lock(package: &PypiPackageData, env: &str, subdir: &str) -> Result<P
         version: dist.version.to_string(),
         url,
         sha256,
+        license: None,
     })
 }
 

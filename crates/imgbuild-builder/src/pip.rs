@@ -241,6 +241,9 @@ pub struct PipPackage {
     pub url: String,
     /// Hex sha256 of the wheel.
     pub sha256: String,
+    /// The license its metadata declares (`License-Expression`, else `License`), once known
+    /// from the installed files; for the SBOM.
+    pub license: Option<String>,
 }
 
 impl PipPackage {
@@ -557,10 +560,35 @@ fn parse_pylock(text: &str) -> Result<Vec<PipPackage>, String> {
             version,
             url: url.to_string(),
             sha256: sha256.to_string(),
+            license: None,
         });
     }
     out.sort();
     Ok(out)
+}
+
+/// The license a wheel's `METADATA` declares: `License-Expression` (PEP 639), else a
+/// one-line `License`, else the first `License ::` classifier's last part.
+pub fn metadata_license(metadata: &str) -> Option<String> {
+    let header = |key: &str| {
+        metadata
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty() && v != "UNKNOWN")
+    };
+    header("License-Expression:")
+        .or_else(|| header("License:").filter(|v| v.len() <= 80))
+        .or_else(|| {
+            metadata
+                .lines()
+                .take_while(|l| !l.is_empty())
+                .filter_map(|l| l.strip_prefix("Classifier: License ::"))
+                .filter_map(|c| c.rsplit("::").next())
+                .map(|c| c.trim().to_string())
+                .find(|c| !c.is_empty())
+        })
 }
 
 /// Installs exactly `packages` into the staging `root` of an environment whose final prefix
@@ -948,6 +976,24 @@ mod tests {
         assert_eq!(normalize_name("PyYAML"), "pyyaml");
         assert_eq!(normalize_name("typing_extensions"), "typing-extensions");
         assert_eq!(normalize_name("zope.interface"), "zope-interface");
+    }
+
+    #[test]
+    fn licenses_come_from_metadata() {
+        let m = |s: &str| metadata_license(s);
+        assert_eq!(
+            m("Name: a\nLicense-Expression: MIT\nLicense: x\n\nbody").as_deref(),
+            Some("MIT")
+        );
+        assert_eq!(
+            m("Name: a\nLicense: BSD-3-Clause\n").as_deref(),
+            Some("BSD-3-Clause")
+        );
+        assert_eq!(
+            m("Name: a\nClassifier: License :: OSI Approved :: MIT License\n").as_deref(),
+            Some("MIT License")
+        );
+        assert_eq!(m("Name: a\nLicense: UNKNOWN\n"), None);
     }
 
     #[test]

@@ -268,6 +268,7 @@ fn spdx(input: &SbomInput<'_>) -> Value {
     }
     for p in input.pip {
         let id = spdx_id("pypi", &p.name);
+        let license = spdx_expression(p.license.as_deref());
         packages.push(json!({
             "SPDXID": id,
             "name": p.name,
@@ -276,7 +277,7 @@ fn spdx(input: &SbomInput<'_>) -> Value {
             "filesAnalyzed": false,
             "primaryPackagePurpose": "LIBRARY",
             "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": "NOASSERTION",
+            "licenseDeclared": license.unwrap_or_else(|| "NOASSERTION".into()),
             "copyrightText": "NOASSERTION",
             "checksums": [{"algorithm": "SHA256", "checksumValue": p.sha256}],
             "externalRefs": [{
@@ -284,7 +285,15 @@ fn spdx(input: &SbomInput<'_>) -> Value {
                 "referenceType": "purl",
                 "referenceLocator": pip_purl(p),
             }],
-            "comment": format!("PyPI wheel {}", p.url.rsplit('/').next().unwrap_or_default()),
+            "comment": format!(
+                "PyPI wheel {}{}",
+                p.url.rsplit('/').next().unwrap_or_default(),
+                match &p.license {
+                    Some(raw) if spdx_expression(Some(raw)).is_none() =>
+                        format!("; license as the package states it: {raw}"),
+                    _ => String::new(),
+                }
+            ),
         }));
         relationships.push(json!({
             "spdxElementId": root,
@@ -394,6 +403,11 @@ fn cyclonedx(input: &SbomInput<'_>) -> Value {
             "version": p.version,
             "purl": purl,
             "hashes": [{"alg": "SHA-256", "content": p.sha256}],
+            "licenses": match (spdx_expression(p.license.as_deref()), &p.license) {
+                (Some(expr), _) => json!([{"expression": expr}]),
+                (None, Some(raw)) => json!([{"license": {"name": raw}}]),
+                (None, None) => json!([]),
+            },
             "externalReferences": [{"type": "distribution", "url": p.url}],
         }));
     }

@@ -90,6 +90,20 @@ pub fn read_file(
     media_type: &str,
     wanted: impl Fn(&str) -> bool,
 ) -> Result<Option<(String, Vec<u8>)>, LayerError> {
+    Ok(read_files(path, media_type, wanted, true)?
+        .into_iter()
+        .next())
+}
+
+/// Every regular file (or just the first, with `first_only`) in the layer blob at `path`
+/// whose tar path `wanted` accepts, in tar order.
+pub fn read_files(
+    path: &Path,
+    media_type: &str,
+    wanted: impl Fn(&str) -> bool,
+    first_only: bool,
+) -> Result<Vec<(String, Vec<u8>)>, LayerError> {
+    let mut found = Vec::new();
     let mut archive = tar::Archive::new(open_tar(path, media_type)?);
     for entry in archive.entries().map_err(|e| LayerError::io(path, e))? {
         let mut entry = entry.map_err(|e| LayerError::io(path, e))?;
@@ -99,10 +113,13 @@ pub fn read_file(
             entry
                 .read_to_end(&mut bytes)
                 .map_err(|e| LayerError::io(path, e))?;
-            return Ok(Some((entry_path, bytes)));
+            found.push((entry_path, bytes));
+            if first_only {
+                break;
+            }
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// The tar stream inside a layer blob compressed as its OCI `media_type` says.

@@ -357,6 +357,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         name: base_str.clone(),
         digest: b.manifest_digest.to_string(),
     });
+    let pip_packages = with_pip_licenses(pip_packages, &layers, &store)?;
     let sbom = sbom::render(
         &SbomInput {
             name: &format!("conda environment at {prefix}"),
@@ -610,6 +611,36 @@ fn parse_size(s: &str) -> Result<u64> {
         format!("invalid size '{s}': use bytes or a number with KiB, MiB or GiB")
     })?;
     Ok(n * mult)
+}
+
+/// `packages` with the licenses their installed `METADATA` declares, read back from the pip
+/// layers (they may come from the environment cache, where no staging root is left).
+fn with_pip_licenses(
+    mut packages: Vec<PipPackage>,
+    layers: &[imgbuild_layer::WrittenLayer],
+    store: &BlobStore,
+) -> Result<Vec<PipPackage>> {
+    for layer in layers
+        .iter()
+        .filter(|l| l.owners.iter().any(|o| o.starts_with("pip:")))
+    {
+        let blob = store.path(&layer.blob.digest);
+        let files = imgbuild_layer::readback::read_files(
+            &blob,
+            layer.blob.compression.media_type().as_ref(),
+            |p| p.ends_with(".dist-info/METADATA"),
+            false,
+        )
+        .with_context(|| format!("cannot read the pip layer {}", layer.blob.digest))?;
+        for (path, bytes) in files {
+            let dist = path.rsplit('/').nth(1).unwrap_or_default();
+            let name = pip::normalize_name(dist.split('-').next().unwrap_or_default());
+            if let Some(p) = packages.iter_mut().find(|p| p.name == name) {
+                p.license = pip::metadata_license(&String::from_utf8_lossy(&bytes));
+            }
+        }
+    }
+    Ok(packages)
 }
 
 /// Writes the SBOM as a layer of its own: `<prefix>/conda-meta/<file>`.

@@ -47,6 +47,7 @@ pub fn host_python() -> &'static HostPython {
         let dir = std::env::temp_dir().join(format!("imgbuild-it-python-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         write_package(&dir, &prefix, &version, &short, &ldlibrary);
+        conda_six().write(&dir);
         super::channel::index(&dir);
         HostPython {
             prefix,
@@ -54,6 +55,38 @@ pub fn host_python() -> &'static HostPython {
             channel: format!("file://{}", dir.display()),
         }
     })
+}
+
+/// six 1.16.0 as conda packages it (noarch: python, its own dist-info): a Python package conda
+/// installs that a pip: section may also name.
+fn conda_six() -> super::channel::Package {
+    use super::channel::{Content, Package};
+    let file = |s: &str| Content::File {
+        bytes: s.as_bytes().to_vec(),
+        executable: false,
+        placeholder: None,
+    };
+    Package {
+        name: "six",
+        version: "1.16.0",
+        build: "pyh0_0",
+        subdir: "noarch",
+        noarch: Some("python"),
+        depends: vec!["python"],
+        files: vec![
+            ("site-packages/six.py", file("__version__ = '1.16.0'\n")),
+            (
+                "site-packages/six-1.16.0.dist-info/METADATA",
+                file("Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\n"),
+            ),
+            (
+                "site-packages/six-1.16.0.dist-info/INSTALLER",
+                file("conda\n"),
+            ),
+        ],
+        entry_points: vec![],
+        conda_format: true,
+    }
 }
 
 /// Skipped parts of the stdlib: tests, GUI and build leftovers, and site-packages (the host's
