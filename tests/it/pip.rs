@@ -392,13 +392,13 @@ fn compile_writes_deterministic_unchecked_hash_pycs() {
     );
 }
 
-/// A Python package conda installed is not installed again from PyPI; a pip requirement it
-/// cannot satisfy fails naming the conda package.
+/// A Python package conda installed is not installed again from PyPI — even at a version PyPI
+/// does not have — and a pip requirement it cannot satisfy fails naming the conda package.
 #[test]
 fn conda_python_packages_are_kept_and_conflicts_named() {
     let ctx = TestContext::new();
     let out = ctx.path("img");
-    let spec = pip_spec_with(&ctx, "ok.yml", &["six=1.16.0"], &["six", "tqdm"]);
+    let spec = pip_spec_with(&ctx, "ok.yml", &["six=1.16.99"], &["six", "tqdm"]);
     let res = ctx.imgbuild(&[
         "--spec",
         spec.to_str().unwrap(),
@@ -420,7 +420,7 @@ fn conda_python_packages_are_kept_and_conflicts_named() {
         "six came from PyPI too"
     );
 
-    let spec = pip_spec_with(&ctx, "conflict.yml", &["six=1.16.0"], &["six>=1.17"]);
+    let spec = pip_spec_with(&ctx, "conflict.yml", &["six=1.16.99"], &["six>=1.17"]);
     let res = ctx.imgbuild(&[
         "--spec",
         spec.to_str().unwrap(),
@@ -431,7 +431,68 @@ fn conda_python_packages_are_kept_and_conflicts_named() {
         &res,
         &[
             "conflict with Python packages conda installed",
-            "six 1.16.0",
+            "six 1.16.99",
         ],
+    );
+}
+
+/// Source distributions: refused by default with a pointer to --allow-sdist; built with it
+/// (on this machine, by the environment's Python) and locked; refused for another platform.
+#[test]
+fn sdists_need_allow_sdist_and_the_host_platform() {
+    let ctx = TestContext::new();
+    // docopt 0.6.2 is published as an sdist only.
+    let spec = pip_spec(&ctx, "environment.yml", &["docopt==0.6.2"]);
+    let out = ctx.path("img");
+    let build = |extra: &[&str]| {
+        let mut args = vec![
+            "--spec",
+            spec.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ctx.imgbuild(&args)
+    };
+    assert_fails_with(
+        &build(&[]),
+        &["docopt", "no usable wheels", "--allow-sdist"],
+    );
+    assert_fails_with(
+        &build(&["--allow-sdist", "--platform", "linux/arm64"]),
+        &[
+            "--allow-sdist builds source distributions on this machine",
+            "linux/arm64",
+        ],
+    );
+    assert_ok(&build(&["--allow-sdist"]));
+    let entries = layer_entries(&out);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.path.ends_with("/site-packages/docopt.py")),
+        "docopt not installed"
+    );
+    let lock = ctx.path("env.lock");
+    assert_ok(&ctx.imgbuild(&[
+        "lock",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--allow-sdist",
+        "-o",
+        lock.to_str().unwrap(),
+    ]));
+    assert!(std::fs::read_to_string(&lock)
+        .unwrap()
+        .contains("docopt-0.6.2.tar.gz"));
+    let res = ctx.imgbuild(&[
+        "--lock",
+        lock.to_str().unwrap(),
+        "--output",
+        ctx.path("img-lock").to_str().unwrap(),
+    ]);
+    assert_fails_with(
+        &res,
+        &["docopt 0.6.2 is a source distribution", "--allow-sdist"],
     );
 }

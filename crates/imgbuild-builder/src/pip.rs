@@ -65,6 +65,18 @@ pub enum PipError {
         python: String,
         message: String,
     },
+    #[error(
+        "--allow-sdist builds source distributions on this machine with the environment's own \
+         Python, so it works only for this machine's platform ({host}), not {target}; drop \
+         --allow-sdist and use packages that publish {target} wheels"
+    )]
+    SdistCrossPlatform { target: String, host: String },
+    #[error("{name} {version} is a source distribution ({url}); building it needs --allow-sdist")]
+    SdistNotAllowed {
+        name: String,
+        version: String,
+        url: String,
+    },
     #[error("installing pip packages failed:\n{message}")]
     Install { message: String },
     #[error("{path}: {message}")]
@@ -247,6 +259,16 @@ pub struct PipPackage {
 }
 
 impl PipPackage {
+    /// Whether this is a source distribution (to build) rather than a wheel.
+    pub fn is_sdist(&self) -> bool {
+        !self
+            .url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .ends_with(".whl")
+    }
+
     /// `name==version`.
     pub fn label(&self) -> String {
         format!("{}=={}", self.name, self.version)
@@ -279,6 +301,9 @@ pub struct PipTarget {
     pub python: String,
     /// uv's `--python-platform`, e.g. `x86_64-manylinux_2_28`.
     pub uv_platform: String,
+    /// Source distributions may be built (on this machine, with the environment's Python);
+    /// only for a target this machine can run.
+    pub allow_sdist: bool,
 }
 
 /// The manylinux levels uv knows as `--python-platform` values.
@@ -313,7 +338,21 @@ impl PipTarget {
             platform: target.platform,
             python,
             uv_platform: format!("{arch}-manylinux_2_{minor}"),
+            allow_sdist: false,
         })
+    }
+
+    /// Lets source distributions be built (`--allow-sdist`): refused unless this machine runs
+    /// the target, as the build runs the environment's own Python here.
+    pub fn allowing_sdist(mut self, allow: bool) -> Result<Self, PipError> {
+        if allow && self.platform != TargetPlatform::host() {
+            return Err(PipError::SdistCrossPlatform {
+                target: self.platform.to_string(),
+                host: TargetPlatform::host().to_string(),
+            });
+        }
+        self.allow_sdist = allow;
+        Ok(self)
     }
 
     /// `lib/pythonX.Y/site-packages`, relative to the prefix.
@@ -370,11 +409,13 @@ impl Uv {
             .arg(&self.cache_dir)
             .args(["--python-version", &target.python])
             .args(["--python-platform", &target.uv_platform])
-            .args(["--only-binary", ":all:"])
             .env("UV_PYTHON_DOWNLOADS", "never")
             .env_remove("UV_INDEX_URL")
             .env_remove("UV_EXTRA_INDEX_URL")
             .env_remove("PIP_INDEX_URL");
+        if !target.allow_sdist {
+            cmd.args(["--only-binary", ":all:"]);
+        }
         if let Some(url) = &reqs.index_url {
             cmd.args(["--index-url", url]);
         }
@@ -441,11 +482,20 @@ pub fn resolve(
             .map(|(n, v)| format!("{n}=={v}"))
             .collect::<Vec<_>>(),
     )?;
+    // conda's Python packages as wheels with their name and version only, so uv can pin them
+    // even where the index has no such version (a conda-only build).
+    let stubs = work.path().join("conda-dists");
+    fs::create_dir_all(&stubs).map_err(|e| PipError::io(&stubs, e))?;
+    for (name, version) in conda {
+        write_stub_wheel(&stubs, name, version)?;
+    }
     let output = work.path().join("pylock.toml");
     let mut cmd = uv.pip("compile", target, reqs);
     cmd.arg(&input)
         .arg("--constraint")
         .arg(&constraints)
+        .arg("--find-links")
+        .arg(&stubs)
         .args(["--format", "pylock.toml", "--quiet", "--no-header"])
         .arg("--output-file")
         .arg(&output);
@@ -469,6 +519,40 @@ pub fn resolve(
     })
 }
 
+/// A wheel holding only the `.dist-info` of `name` `version` (no files, no dependencies): how
+/// uv learns about a Python package conda installed.
+fn write_stub_wheel(dir: &Path, name: &str, version: &str) -> Result<(), PipError> {
+    use zip::write::SimpleFileOptions;
+    let stem = format!("{}-{version}", name.replace('-', "_"));
+    let path = dir.join(format!("{stem}-py3-none-any.whl"));
+    let file = fs::File::create(&path).map_err(|e| PipError::io(&path, e))?;
+    let mut zip = zip::ZipWriter::new(file);
+    let info = format!("{stem}.dist-info");
+    let files = [
+        (
+            format!("{info}/METADATA"),
+            format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"),
+        ),
+        (
+            format!("{info}/WHEEL"),
+            "Wheel-Version: 1.0\nGenerator: imgbuild\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+                .to_string(),
+        ),
+        (
+            format!("{info}/RECORD"),
+            format!("{info}/METADATA,,\n{info}/WHEEL,,\n{info}/RECORD,,\n"),
+        ),
+    ];
+    for (entry, text) in files {
+        zip.start_file(entry, SimpleFileOptions::default())
+            .map_err(|e| PipError::io(&path, e))?;
+        zip.write_all(text.as_bytes())
+            .map_err(|e| PipError::io(&path, e))?;
+    }
+    zip.finish().map_err(|e| PipError::io(&path, e))?;
+    Ok(())
+}
+
 /// The wheels for `reqs` in an environment of `records` on `target`: [`resolve`] with the
 /// Python and platform they imply and conda's Python packages kept.
 pub fn resolve_for(
@@ -476,11 +560,12 @@ pub fn resolve_for(
     reqs: &PipRequirements,
     records: &[RepoDataRecord],
     target: &Target,
+    allow_sdist: bool,
 ) -> Result<Vec<PipPackage>, PipError> {
     if reqs.is_empty() {
         return Ok(Vec::new());
     }
-    let pip_target = PipTarget::new(records, target)?;
+    let pip_target = PipTarget::new(records, target)?.allowing_sdist(allow_sdist)?;
     resolve(uv, reqs, &pip_target, &conda_python_dists(records))
 }
 
@@ -503,10 +588,11 @@ fn explain_failure(stderr: &str, conda: &BTreeMap<String, String>) -> String {
             involved.join(", ")
         ));
     }
-    if stderr.contains("no wheels") || stderr.contains("source distribution") {
+    if stderr.contains("no usable wheels") || stderr.contains("no wheels") {
         message.push_str(
             "\nimgbuild installs wheels only (--only-binary :all:), built for the target \
-             platform; choose a version that publishes wheels for it.",
+             platform; choose a version that publishes wheels for it, or pass --allow-sdist to \
+             build source distributions on this machine (only for its own platform).",
         );
     }
     message
@@ -541,11 +627,14 @@ fn parse_pylock(text: &str) -> Result<Vec<PipPackage>, String> {
         let wheels = pkg
             .get("wheels")
             .and_then(|w| w.as_array())
-            .ok_or(format!("{name}: no wheel (a source distribution?)"))?;
-        if wheels.len() != 1 {
-            return Err(format!("{name}: {} wheels, expected one", wheels.len()));
-        }
-        let wheel = &wheels[0];
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let wheel = match (wheels, pkg.get("sdist")) {
+            ([wheel], _) => wheel,
+            ([], Some(sdist)) => sdist,
+            ([], None) => return Err(format!("{name}: neither a wheel nor an sdist")),
+            (many, _) => return Err(format!("{name}: {} wheels, expected one", many.len())),
+        };
         let url = wheel
             .get("url")
             .and_then(|u| u.as_str())
@@ -615,6 +704,15 @@ pub fn install(
             ),
         });
     }
+    if let Some(sdist) = packages.iter().find(|p| p.is_sdist()) {
+        if !target.allow_sdist {
+            return Err(PipError::SdistNotAllowed {
+                name: sdist.name.clone(),
+                version: sdist.version.clone(),
+                url: sdist.url.clone(),
+            });
+        }
+    }
     let site = root.join(target.site_packages());
     fs::create_dir_all(&site).map_err(|e| PipError::io(&site, e))?;
     let work = tempfile::Builder::new()
@@ -631,6 +729,10 @@ pub fn install(
     )?;
     let tree = work.path().join("target");
     let mut cmd = uv.pip("install", target, &PipRequirements::default());
+    if target.allow_sdist {
+        // Source builds run the environment's own Python (the target is this machine's).
+        cmd.arg("--python").arg(root.join("bin/python"));
+    }
     cmd.args([
         "--no-deps",
         "--require-hashes",

@@ -125,6 +125,11 @@ pub struct LockArgs {
     #[arg(long, value_name = "PATH", env = "IMGBUILD_UV")]
     pub uv: Option<std::path::PathBuf>,
 
+    /// Let the pip: section resolve to source distributions (built on this machine, so only
+    /// for its own platform).
+    #[arg(long)]
+    pub allow_sdist: bool,
+
     /// Where to write the lock file; default: next to the spec, environment.yml → environment.lock.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
@@ -207,6 +212,11 @@ pub struct BuildArgs {
     /// build machine can run. Default: no __pycache__ from pip packages.
     #[arg(long)]
     pub compile: bool,
+
+    /// Let the pip: section use source distributions, built on this machine with the
+    /// environment's own Python (so only for this machine's platform). Default: wheels only.
+    #[arg(long)]
+    pub allow_sdist: bool,
 
     /// Target platform: linux/amd64, linux/arm64 (or conda subdirs linux-64, linux-aarch64).
     /// Default: the spec's x-imgbuild platforms[0], else linux/amd64.

@@ -223,7 +223,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
                 let t = Instant::now();
                 let uv = find_uv()?;
                 let pip = tokio::task::block_in_place(|| {
-                    pip::resolve_for(&uv, &pip_reqs, &records, &target)
+                    pip::resolve_for(&uv, &pip_reqs, &records, &target, args.allow_sdist)
                 })?;
                 tracing::info!("resolved {} pip packages in {:.1?}", pip.len(), t.elapsed());
                 pip
@@ -276,7 +276,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         Some(PipStep {
             uv: find_uv()?,
             packages: &pip_packages,
-            target: PipTarget::new(&records, &target)?,
+            target: PipTarget::new(&records, &target)?.allowing_sdist(args.allow_sdist)?,
             compile: args.compile,
         })
     };
@@ -286,6 +286,9 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         .collect();
     if args.compile && !pip_text.is_empty() {
         pip_text.push("compile".to_string());
+    }
+    if args.allow_sdist && !pip_text.is_empty() {
+        pip_text.push("allow-sdist".to_string());
     }
     let env_key = EnvironmentRecipe {
         records: &records,

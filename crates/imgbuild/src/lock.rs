@@ -42,7 +42,7 @@ pub async fn run(args: LockArgs) -> Result<()> {
         eprintln!("solved {} packages for {platform}", records.len());
         let pip = match &uv {
             Some(uv) => {
-                let pip = pip::resolve_for(uv, &pip_reqs, &records, &target)?;
+                let pip = pip::resolve_for(uv, &pip_reqs, &records, &target, args.allow_sdist)?;
                 eprintln!("resolved {} pip packages for {platform}", pip.len());
                 pip
             }

@@ -57,8 +57,9 @@ pub fn host_python() -> &'static HostPython {
     })
 }
 
-/// six 1.16.0 as conda packages it (noarch: python, its own dist-info): a Python package conda
-/// installs that a pip: section may also name.
+/// six as conda packages it (noarch: python, its own dist-info): a Python package conda
+/// installs that a pip: section may also name. Its version, 1.16.99, does not exist on PyPI
+/// (as a conda-only build's would not).
 fn conda_six() -> super::channel::Package {
     use super::channel::{Content, Package};
     let file = |s: &str| Content::File {
@@ -68,19 +69,19 @@ fn conda_six() -> super::channel::Package {
     };
     Package {
         name: "six",
-        version: "1.16.0",
+        version: "1.16.99",
         build: "pyh0_0",
         subdir: "noarch",
         noarch: Some("python"),
         depends: vec!["python"],
         files: vec![
-            ("site-packages/six.py", file("__version__ = '1.16.0'\n")),
+            ("site-packages/six.py", file("__version__ = '1.16.99'\n")),
             (
-                "site-packages/six-1.16.0.dist-info/METADATA",
-                file("Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\n"),
+                "site-packages/six-1.16.99.dist-info/METADATA",
+                file("Metadata-Version: 2.1\nName: six\nVersion: 1.16.99\n"),
             ),
             (
-                "site-packages/six-1.16.0.dist-info/INSTALLER",
+                "site-packages/six-1.16.99.dist-info/INSTALLER",
                 file("conda\n"),
             ),
         ],
