@@ -437,27 +437,55 @@ fn find_on_path(program: &str) -> Option<PathBuf> {
     })
 }
 
-/// Python packages conda installed, as `(normalized name, version)`: every record that
-/// depends on `python`. pip requirements on them are satisfied by conda's build.
+/// conda packages whose PyPI name differs from their conda name and that often carry no
+/// `purls` in older repodata.
+const CONDA_TO_PYPI: &[(&str, &str)] = &[
+    ("pytorch", "torch"),
+    ("pytorch-cpu", "torch"),
+    ("pytorch-gpu", "torch"),
+    ("matplotlib-base", "matplotlib"),
+    ("msgpack-python", "msgpack"),
+    ("py-opencv", "opencv-python"),
+    ("tensorflow-base", "tensorflow"),
+];
+
+/// Python packages conda installed, as `(normalized PyPI name, version)`: every record that
+/// depends on `python`, under the PyPI name(s) its `purls` give (CEP 17), else under a known
+/// rename (`pytorch` is `torch` on PyPI), else under its own name. pip requirements on them are
+/// satisfied by conda's build.
 pub fn conda_python_dists(records: &[RepoDataRecord]) -> BTreeMap<String, String> {
-    records
-        .iter()
-        .filter(|r| r.package_record.name.as_normalized() != "python")
-        .filter(|r| {
-            r.package_record.depends.iter().any(|d| {
-                d == "python"
-                    || d.starts_with("python ")
-                    || d.starts_with("python>")
-                    || d.starts_with("python=")
-            })
-        })
-        .map(|r| {
-            (
-                normalize_name(r.package_record.name.as_normalized()),
-                r.package_record.version.to_string(),
-            )
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    for r in records {
+        let p = &r.package_record;
+        let name = p.name.as_normalized();
+        let python_dep = p.depends.iter().any(|d| {
+            d == "python"
+                || ["python ", "python>", "python=", "python<"]
+                    .iter()
+                    .any(|x| d.starts_with(x))
+        });
+        if name == "python" || !python_dep {
+            continue;
+        }
+        let from_purls: Vec<String> = p
+            .purls
+            .iter()
+            .flatten()
+            .filter(|u| u.package_type().to_string() == "pypi")
+            .map(|u| normalize_name(u.name()))
+            .collect();
+        let names = if !from_purls.is_empty() {
+            from_purls
+        } else if let Some((_, pypi)) = CONDA_TO_PYPI.iter().find(|(conda, _)| *conda == name) {
+            vec![pypi.to_string()]
+        } else {
+            vec![normalize_name(name)]
+        };
+        for n in names {
+            out.insert(n, p.version.to_string());
+        }
+    }
+    out
 }
 
 /// Resolves `reqs` for `target` with uv (network: the indexes), conda's Python packages pinned
@@ -1071,6 +1099,40 @@ mod tests {
             s.starts_with("#!/bin/sh\n'''exec' '/ppp") && s.ends_with("' '''\nimport sys\n"),
             "{s}"
         );
+    }
+
+    #[test]
+    fn conda_python_packages_go_by_their_pypi_names() {
+        use rattler_conda_types::{PackageName, PackageRecord, VersionWithSource};
+        let record = |name: &str, depends: &[&str], purl: Option<&str>| {
+            let mut p = PackageRecord::new(
+                PackageName::new_unchecked(name),
+                "2.1.0".parse::<VersionWithSource>().unwrap(),
+                "0".parse().unwrap(),
+            );
+            p.depends = depends.iter().map(|d| d.to_string()).collect();
+            p.purls = purl.map(|u| [u.parse().unwrap()].into_iter().collect());
+            RepoDataRecord {
+                package_record: p,
+                identifier: format!("{name}-2.1.0-0.conda").parse().unwrap(),
+                url: url::Url::parse("https://example.org/x.conda").unwrap(),
+                channel: None,
+            }
+        };
+        let dists = conda_python_dists(&[
+            record("python", &[], None),
+            record("pytorch", &["python >=3.10,<3.11"], None),
+            record(
+                "pyyaml",
+                &["python_abi 3.10.* *_cp310", "python"],
+                Some("pkg:pypi/pyyaml"),
+            ),
+            record("typing_extensions", &["python >=3.8"], None),
+            record("libzlib", &["libgcc"], None),
+            record("attrs-odd", &["python"], Some("pkg:pypi/attrs")),
+        ]);
+        let names: Vec<&str> = dists.keys().map(String::as_str).collect();
+        assert_eq!(names, ["attrs", "pyyaml", "torch", "typing-extensions"]);
     }
 
     #[test]
