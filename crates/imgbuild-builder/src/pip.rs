@@ -471,7 +471,7 @@ pub fn conda_python_dists(records: &[RepoDataRecord]) -> BTreeMap<String, String
             .purls
             .iter()
             .flatten()
-            .filter(|u| u.package_type().to_string() == "pypi")
+            .filter(|u| *u.package_type() == "pypi")
             .map(|u| normalize_name(u.name()))
             .collect();
         let names = if !from_purls.is_empty() {
