@@ -186,20 +186,52 @@ fn gzip_member(data: &[u8]) -> io::Result<Vec<u8>> {
     })
 }
 
-/// Shannon entropy of the byte histogram, in bits per byte.
+/// Bytes of each sample window [`entropy`] reads.
+const SAMPLE_WINDOW: usize = 4096;
+
+/// Windows [`entropy`] reads per block: 16 × 4 KiB = 64 KiB of a 1 MiB block. Enough to tell
+/// random bytes (≈ 7.997 bits on 64 KiB) from anything compressible, at 1/16 of the cost of a
+/// full histogram, which was ~5% of a build's CPU.
+const SAMPLE_WINDOWS: usize = 16;
+
+/// Shannon entropy of the byte histogram of evenly spaced windows of `data` (all of it when
+/// small), in bits per byte. Which bytes are sampled depends only on the length, so the
+/// decision it feeds is deterministic.
 fn entropy(data: &[u8]) -> f64 {
     if data.is_empty() {
         return 0.0;
     }
-    let mut counts = [0u64; 256];
-    for &b in data {
-        counts[b as usize] += 1;
+    // Four interleaved tables: runs of one byte value do not serialize on one counter.
+    let mut counts = [[0u32; 256]; 4];
+    let mut count = |bytes: &[u8]| {
+        let mut quads = bytes.chunks_exact(4);
+        for q in &mut quads {
+            counts[0][q[0] as usize] += 1;
+            counts[1][q[1] as usize] += 1;
+            counts[2][q[2] as usize] += 1;
+            counts[3][q[3] as usize] += 1;
+        }
+        for &b in quads.remainder() {
+            counts[0][b as usize] += 1;
+        }
+    };
+    let mut n = 0usize;
+    if data.len() <= SAMPLE_WINDOW * SAMPLE_WINDOWS {
+        count(data);
+        n = data.len();
+    } else {
+        let stride = data.len() / SAMPLE_WINDOWS;
+        for i in 0..SAMPLE_WINDOWS {
+            let window = &data[i * stride..i * stride + SAMPLE_WINDOW];
+            count(window);
+            n += window.len();
+        }
     }
-    let n = data.len() as f64;
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
+    let n = n as f64;
+    (0..256)
+        .map(|b| counts.iter().map(|t| u64::from(t[b])).sum::<u64>())
+        .filter(|&c| c > 0)
+        .map(|c| {
             let p = c as f64 / n;
             -p * p.log2()
         })

@@ -50,7 +50,7 @@ impl WriteOptions {
 }
 
 /// Bumped whenever the tar layout changes, so layers cached by an older imgbuild are not reused.
-pub const LAYER_FORMAT_VERSION: u32 = 4;
+pub const LAYER_FORMAT_VERSION: u32 = 5;
 
 /// A layer that is now in the blob store.
 #[derive(Debug, Clone)]
