@@ -45,6 +45,9 @@ measure() {  # $1 = label, $2 = image dir (OCI layout) or -, rest = command
   python3 - "$label" "$image" "$@" <<'PY'
 import json, os, resource, subprocess, sys, time
 label, image, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
+# Start every run with no dirty pages of the run before: otherwise its fsyncs queue behind
+# the previous tool's writeback (ext4 commits the journal for all of it).
+os.sync()
 t = time.monotonic()
 r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 wall = time.monotonic() - t
@@ -93,7 +96,9 @@ echo "environment: $(grep -c '^  - ' "$work/a.yml") packages from $chan; $(nproc
 # Warm every package cache (not measured).
 "$bin" build --spec "$work/a.yml" --base scratch --cache-dir "$cache" --output "$work/warmup" -q >/dev/null 2>&1
 "$py" "$work/install.py" "$work/a.yml" "$work/warm-env" && rm -rf "$work/warm-env" "$work/warmup"
-cold_layers() { rm -rf "$cache/layers" "$cache/environments" "$cache/blobs"; }
+# A full build starts with only the package cache: no layers, environments, blobs, and no
+# staging root to update in place.
+cold_layers() { rm -rf "$cache/layers" "$cache/environments" "$cache/blobs" "$cache/staging"; }
 
 cold_layers
 measure "imgbuild build (gzip)" "$work/img-gzip" "$bin" build --spec "$work/a.yml" --base scratch --cache-dir "$cache" --output "$work/img-gzip"

@@ -636,6 +636,69 @@ fn adding_one_small_package_changes_one_package_layer_and_the_environment_layer(
     );
 }
 
+/// The staging root is reused between builds (rattler links only what changed): each build
+/// of a changed environment, made in a cache whose root held the previous one, is the image a
+/// fresh cache makes — packages added, removed and with other requested specs; a root left
+/// half-updated is wiped, not trusted.
+#[test]
+fn a_reused_staging_root_gives_the_image_a_fresh_one_gives() {
+    let ctx = TestContext::new();
+    let build = |dir: &str, deps: &[&str], cache: &str| {
+        let out = ctx.path(dir);
+        let spec = ctx.spec(deps);
+        let res = ctx.imgbuild(&[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--cache-dir",
+            ctx.path(cache).to_str().unwrap(),
+        ]);
+        assert_ok(&res);
+        (manifest(&out), stderr(&res))
+    };
+    let steps: &[&[&str]] = &[
+        &["whereami", "binlib", "hello-py"],
+        &["whereami", "hello-py", "torchlike"],
+        &["whereami", "binlib>=0", "hello-py"],
+        &["whereami"],
+    ];
+    for (i, deps) in steps.iter().enumerate() {
+        let (reused, log) = build(&format!("reused{i}"), deps, "cache");
+        let (fresh, _) = build(&format!("fresh{i}"), deps, &format!("fresh-cache{i}"));
+        assert_eq!(
+            reused, fresh,
+            "step {i} ({deps:?}) differs from a fresh build"
+        );
+        if i == 1 {
+            // binlib went, torchlike came; whereami, hello-py and their dependencies stayed.
+            assert!(
+                log.contains("1 packages linked, 1 unlinked, 4 unchanged"),
+                "{log}"
+            );
+        }
+    }
+    let roots: Vec<_> = std::fs::read_dir(ctx.path("cache/staging"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("root-") && !n.contains('.'))
+        .collect();
+    assert_eq!(roots.len(), 1, "{roots:?}");
+    // An interrupted update leaves its marker: the next build starts the root afresh.
+    let root = ctx.path("cache/staging").join(&roots[0]);
+    std::fs::write(root.join("stray-file"), b"left by a crash").unwrap();
+    std::fs::write(
+        ctx.path(&format!("cache/staging/{}.incomplete", roots[0])),
+        b"",
+    )
+    .unwrap();
+    let (again, log) = build("again", &["whereami", "binlib"], "cache");
+    let (fresh, _) = build("again-fresh", &["whereami", "binlib"], "fresh-cache-again");
+    assert_eq!(again, fresh);
+    assert!(log.contains("half-updated"), "{log}");
+    assert!(!root.join("stray-file").exists());
+}
+
 #[test]
 fn x_imgbuild_keys_in_the_spec_apply_and_flags_win() {
     let ctx = TestContext::new();

@@ -21,19 +21,33 @@ use crate::prefix::InstallPrefix;
 use crate::target::TargetPlatform;
 use crate::Context;
 
-/// An installed environment in a temporary directory, ready to be cut into layers.
-/// The directory is removed when this value is dropped.
+/// An installed environment, ready to be cut into layers: a temporary directory (removed when
+/// this value is dropped), or the reusable staging root of its prefix and platform (kept, and
+/// locked while this value lives).
 #[derive(Debug)]
 pub struct StagingRoot {
-    dir: TempDir,
+    dir: StagingDir,
     pub prefix: InstallPrefix,
     pub records: Vec<RepoDataRecord>,
+}
+
+#[derive(Debug)]
+enum StagingDir {
+    Temporary(TempDir),
+    Reused {
+        path: PathBuf,
+        /// Held (locked) while this build uses the directory.
+        _lock: std::fs::File,
+    },
 }
 
 impl StagingRoot {
     /// The directory whose contents become `<prefix>` in the image.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        match &self.dir {
+            StagingDir::Temporary(dir) => dir.path(),
+            StagingDir::Reused { path, .. } => path,
+        }
     }
 
     /// The environment's activation (variables and `PATH` entries), evaluated for the image.
@@ -45,7 +59,61 @@ impl StagingRoot {
     }
 }
 
-/// Fetches, checks and links `records` into a new staging root under the cache directory.
+/// Whether [`install`] may reuse the staging root an earlier build left for the same prefix
+/// and platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staging {
+    /// Update the earlier root in place: rattler links only the packages that changed and
+    /// unlinks the ones that went, so a one-package upgrade does not relink a whole CUDA
+    /// environment. Only for roots that hold nothing but conda packages.
+    Reuse,
+    /// A fresh temporary root (the environment gets more than conda packages, e.g. pip's).
+    Fresh,
+}
+
+/// Marks a reusable root whose update has not finished: an interrupted install may have left
+/// files no record lists, so such a root is wiped before use.
+const INCOMPLETE: &str = ".incomplete";
+
+/// The reusable root for `prefix` and `platform` under `parent`, locked for this build, or
+/// `None` when another build holds it (that build's root is left alone; this one uses a
+/// temporary root).
+fn reusable_root(
+    parent: &Path,
+    prefix: &InstallPrefix,
+    platform: TargetPlatform,
+) -> Result<Option<(PathBuf, std::fs::File)>, BuildError> {
+    use sha2::Digest as _;
+    let key = hex::encode(sha2::Sha256::digest(
+        format!("{}\n{}", prefix.as_str(), platform.subdir()).as_bytes(),
+    ));
+    let path = parent.join(format!("root-{}", &key[..16]));
+    let lock_path = parent.join(format!("root-{}.lock", &key[..16]));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| BuildError::io(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => return Err(BuildError::io(&lock_path, e)),
+    }
+    let marker = parent.join(format!("root-{}{INCOMPLETE}", &key[..16]));
+    if marker.exists() && path.exists() {
+        tracing::info!(
+            "{} was left half-updated; starting it afresh",
+            path.display()
+        );
+        std::fs::remove_dir_all(&path).map_err(|e| BuildError::io(&path, e))?;
+    }
+    std::fs::create_dir_all(&path).map_err(|e| BuildError::io(&path, e))?;
+    std::fs::write(&marker, b"").map_err(|e| BuildError::io(&marker, e))?;
+    Ok(Some((path, lock)))
+}
+
+/// Fetches, checks and links `records` into a staging root under the cache directory.
 ///
 /// `requested` are the specs the user asked for: they go into each matching record's
 /// `requested_spec(s)` and into `conda-meta/history`, stamped with `timestamp` (the image's
@@ -58,6 +126,7 @@ pub async fn install(
     prefix: &InstallPrefix,
     platform: TargetPlatform,
     timestamp: u64,
+    staging: Staging,
 ) -> Result<StagingRoot, BuildError> {
     let cache = ctx.package_cache();
     let fetched = try_join_all(records.iter().map(|r| fetch(ctx, &cache, r))).await?;
@@ -67,12 +136,26 @@ pub async fn install(
 
     let staging_parent = ctx.cache_dir.join("staging");
     std::fs::create_dir_all(&staging_parent).map_err(|e| BuildError::io(&staging_parent, e))?;
-    let dir = tempfile::Builder::new()
-        .prefix("env-")
-        .tempdir_in(&staging_parent)
-        .map_err(|e| BuildError::io(&staging_parent, e))?;
+    let reused = match staging {
+        Staging::Reuse => reusable_root(&staging_parent, prefix, platform)?,
+        Staging::Fresh => None,
+    };
+    let dir = match reused {
+        Some((path, lock)) => StagingDir::Reused { path, _lock: lock },
+        None => StagingDir::Temporary(
+            tempfile::Builder::new()
+                .prefix("env-")
+                .tempdir_in(&staging_parent)
+                .map_err(|e| BuildError::io(&staging_parent, e))?,
+        ),
+    };
+    let root = StagingRoot {
+        dir,
+        prefix: prefix.clone(),
+        records: records.to_vec(),
+    };
 
-    Installer::new()
+    let result = Installer::new()
         .with_package_cache(cache)
         .with_download_client(ctx.client.clone())
         .with_target_platform(platform.subdir())
@@ -81,17 +164,27 @@ pub async fn install(
         .with_execute_link_scripts(false)
         .with_external_symlink_policy(ExternalSymlinkPolicy::Deny)
         .with_requested_specs(requested.to_vec())
-        .install(dir.path(), records.to_vec())
+        .install(root.path(), records.to_vec())
         .await
         .map_err(|e| BuildError::Install { message: chain(&e) })?;
+    if let StagingDir::Reused { path, .. } = &root.dir {
+        let t = &result.transaction;
+        tracing::info!(
+            "staging root {} updated: {} packages linked, {} unlinked, {} unchanged",
+            path.display(),
+            t.installed_packages().count(),
+            t.removed_packages().count(),
+            t.unchanged_packages().len(),
+        );
+    }
 
-    normalize_staging_root(dir.path())?;
-    crate::history::write(dir.path(), records, requested, timestamp)?;
-    Ok(StagingRoot {
-        dir,
-        prefix: prefix.clone(),
-        records: records.to_vec(),
-    })
+    normalize_staging_root(root.path())?;
+    crate::history::write(root.path(), records, requested, timestamp)?;
+    if let StagingDir::Reused { path, .. } = &root.dir {
+        let marker = PathBuf::from(format!("{}{INCOMPLETE}", path.display()));
+        std::fs::remove_file(&marker).map_err(|e| BuildError::io(&marker, e))?;
+    }
+    Ok(root)
 }
 
 async fn fetch(

@@ -35,14 +35,22 @@ pub(crate) fn normalize_staging_root(root: &Path) -> Result<(), BuildError> {
                 serde_json::from_slice(&bytes).map_err(|e| BuildError::Install {
                     message: format!("{}: unreadable record: {e}", path.display()),
                 })?;
+            let mut changed = false;
             if let Value::Object(map) = &mut value {
                 for field in HOST_FIELDS {
-                    map.shift_remove(*field);
+                    changed |= map.shift_remove(*field).is_some();
                 }
             }
-            let mut out = serde_json::to_vec_pretty(&value).expect("JSON value serializes");
-            out.push(b'\n');
-            replace_file(&path, &out)?;
+            let mode = fs::metadata(&path)
+                .map_err(|e| BuildError::io(&path, e))?
+                .permissions()
+                .mode();
+            // A reused staging root keeps the records of unchanged packages as they were.
+            if changed || mode & 0o777 != 0o644 {
+                let mut out = serde_json::to_vec_pretty(&value).expect("JSON value serializes");
+                out.push(b'\n');
+                replace_file(&path, &out)?;
+            }
         } else if path.is_file() {
             fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
                 .map_err(|e| BuildError::io(&path, e))?;

@@ -705,6 +705,12 @@ async fn build_environment(
         prefix,
         platform,
         write_options.mtime,
+        // A root that gets pip's files is not reused: only conda's are tracked in conda-meta.
+        if pip_step.is_some() {
+            install::Staging::Fresh
+        } else {
+            install::Staging::Reuse
+        },
     )
     .await?;
     tracing::info!("installed into staging root in {:.1?}", t.elapsed());
