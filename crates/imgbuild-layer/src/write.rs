@@ -50,7 +50,7 @@ impl WriteOptions {
 }
 
 /// Bumped whenever the tar layout changes, so layers cached by an older imgbuild are not reused.
-pub const LAYER_FORMAT_VERSION: u32 = 5;
+pub const LAYER_FORMAT_VERSION: u32 = 6;
 
 /// A layer that is now in the blob store.
 #[derive(Debug, Clone)]
@@ -144,8 +144,9 @@ pub(crate) fn remember_entry(path: &Path, entry: &impl serde::Serialize, what: &
 
 /// Writes every planned layer into `store`, concurrently; results are in plan order.
 ///
-/// One writer thread per core takes layers largest first, so the biggest layer is not left to
-/// run alone at the end. The writers are plain threads, not rayon tasks: gzip compression
+/// One writer thread per core, plus one, takes layers largest first, so the biggest layer is
+/// not left to run alone at the end, and a writer waiting on its blob's fsync does not leave
+/// the compression pool without work. The writers are plain threads, not rayon tasks: gzip compression
 /// runs on the rayon pool (see `pargz.rs`), and a rayon worker waiting for its compression
 /// could steal and run a whole other layer in the meantime, serializing the build.
 pub fn write_layers(
@@ -162,9 +163,8 @@ pub fn write_layers(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<Result<WrittenLayer, LayerError>>>> =
         std::sync::Mutex::new((0..layers.len()).map(|_| None).collect());
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(layers.len());
+    let workers =
+        (std::thread::available_parallelism().map_or(1, |n| n.get()) + 1).min(layers.len());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
