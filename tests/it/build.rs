@@ -697,6 +697,22 @@ fn a_reused_staging_root_gives_the_image_a_fresh_one_gives() {
     assert_eq!(again, fresh);
     assert!(log.contains("half-updated"), "{log}");
     assert!(!root.join("stray-file").exists());
+    // While another build holds the root, a build uses a temporary one and leaves it alone.
+    let lock = std::fs::File::open(ctx.path(&format!("cache/staging/{}.lock", roots[0]))).unwrap();
+    lock.lock().unwrap();
+    let (busy, log) = build("busy", &["whereami", "hello-py"], "cache");
+    let (fresh, _) = build("busy-fresh", &["whereami", "hello-py"], "fresh-cache-busy");
+    drop(lock);
+    assert_eq!(busy, fresh);
+    assert!(!log.contains("staging root /") && !log.contains(" updated: "), "{log}");
+    assert!(
+        root.join("conda-meta").read_dir().unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("binlib-")),
+        "the held root was changed"
+    );
 }
 
 #[test]

@@ -300,6 +300,20 @@ fn arm64_images_get_aarch64_wheels() {
             .any(|l| l.starts_with("Tag: ") && l.ends_with("_aarch64")),
         "{tags}"
     );
+    // --compile would have to run the arm64 Python here.
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--platform",
+        "linux/arm64",
+        "--compile",
+        "--output",
+        ctx.path("img-compiled").to_str().unwrap(),
+    ]);
+    assert_fails_with(
+        &res,
+        &["--compile runs the environment's Python", "linux/arm64"],
+    );
 }
 
 #[test]

@@ -780,7 +780,7 @@ pub fn install(
     }
     let moved = move_into_prefix(&tree, &site, root, prefix, &target.site_packages())?;
     if compile {
-        compile_pyc(root, prefix, &site, &moved)?;
+        compile_pyc(root, prefix, &site, &target.python, &moved)?;
     }
     Ok(())
 }
@@ -921,7 +921,7 @@ fn fix_record(
     let text = fs::read_to_string(record).map_err(|e| PipError::io(record, e))?;
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
-        let path = line.rsplitn(3, ',').nth(2).unwrap_or(line);
+        let path = record_row_path(line);
         match scripts.get(path.trim_matches('"')) {
             Some((hash, size)) => out.push_str(&format!("{up}{path},{hash},{size}")),
             None => out.push_str(line),
@@ -933,7 +933,15 @@ fn fix_record(
 
 /// Byte-compiles the moved packages with the environment's Python: unchecked-hash pycs (no
 /// mtimes inside), file names as they will be in the image, listed in each RECORD.
-fn compile_pyc(root: &Path, prefix: &str, site: &Path, moved: &[String]) -> Result<(), PipError> {
+fn compile_pyc(
+    root: &Path,
+    prefix: &str,
+    site: &Path,
+    python_version: &str,
+    moved: &[String],
+) -> Result<(), PipError> {
+    // CPython's cache tag: `cpython-311` for 3.11.
+    let tag = format!("cpython-{}", python_version.replace('.', ""));
     let python = root.join("bin/python");
     let targets: Vec<PathBuf> = moved
         .iter()
@@ -977,8 +985,7 @@ fn compile_pyc(root: &Path, prefix: &str, site: &Path, moved: &[String]) -> Resu
         let text = fs::read_to_string(&record).map_err(|e| PipError::io(&record, e))?;
         let mut extra = String::new();
         for line in text.lines() {
-            let path = line.rsplitn(3, ',').nth(2).unwrap_or(line);
-            let Some(stem) = path.strip_suffix(".py") else {
+            let Some(stem) = record_row_path(line).strip_suffix(".py") else {
                 continue;
             };
             let (dir, file) = stem.rsplit_once('/').unwrap_or(("", stem));
@@ -987,7 +994,6 @@ fn compile_pyc(root: &Path, prefix: &str, site: &Path, moved: &[String]) -> Resu
             } else {
                 format!("{dir}/")
             };
-            let tag = pyc_tag(root)?;
             let pyc = format!("{dir}__pycache__/{file}.{tag}.pyc");
             if site.join(&pyc).is_file() {
                 extra.push_str(&format!("{pyc},,\n"));
@@ -1002,22 +1008,9 @@ fn compile_pyc(root: &Path, prefix: &str, site: &Path, moved: &[String]) -> Resu
     Ok(())
 }
 
-/// `cpython-311`, from the environment's `lib/pythonX.Y`.
-fn pyc_tag(root: &Path) -> Result<String, PipError> {
-    let lib = root.join("lib");
-    for entry in read_dir_sorted(&lib)? {
-        let name = entry
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        if let Some(v) = name.strip_prefix("python") {
-            if let Some((major, minor)) = v.split_once('.') {
-                return Ok(format!("cpython-{major}{minor}"));
-            }
-        }
-    }
-    Err(PipError::NoPython)
+/// The path of a RECORD row (`path,hash,size`; the path may itself hold commas).
+fn record_row_path(line: &str) -> &str {
+    line.rsplitn(3, ',').nth(2).unwrap_or(line)
 }
 
 #[cfg(test)]

@@ -160,6 +160,26 @@ fn spdx_expression(license: Option<&str>) -> Option<String> {
     (!expect_id && depth == 0).then(|| license.to_string())
 }
 
+/// For an SPDX comment: the license as the package states it, when that is not an SPDX
+/// expression (and so cannot be `licenseDeclared`).
+fn stated_license_note(license: Option<&str>) -> String {
+    match license {
+        Some(raw) if spdx_expression(Some(raw)).is_none() => {
+            format!("; license as the package states it: {raw}")
+        }
+        _ => String::new(),
+    }
+}
+
+/// CycloneDX `licenses`: an SPDX expression, else the license by name, else none.
+fn cyclonedx_licenses(license: Option<&str>) -> Value {
+    match (spdx_expression(license), license) {
+        (Some(expr), _) => json!([{"expression": expr}]),
+        (None, Some(raw)) => json!([{"license": {"name": raw}}]),
+        (None, None) => json!([]),
+    }
+}
+
 /// A stable hex hash of everything the document lists.
 fn content_hash(input: &SbomInput<'_>) -> String {
     let mut h = Sha256::new();
@@ -237,7 +257,7 @@ fn spdx(input: &SbomInput<'_>) -> Value {
             "filesAnalyzed": false,
             "primaryPackagePurpose": "LIBRARY",
             "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": license.clone().unwrap_or_else(|| "NOASSERTION".into()),
+            "licenseDeclared": license.unwrap_or_else(|| "NOASSERTION".into()),
             "copyrightText": "NOASSERTION",
             "externalRefs": [{
                 "referenceCategory": "PACKAGE-MANAGER",
@@ -250,10 +270,7 @@ fn spdx(input: &SbomInput<'_>) -> Value {
                 p.version,
                 p.build,
                 r.channel.as_deref().unwrap_or("an unknown channel"),
-                match (&license, &p.license) {
-                    (None, Some(raw)) => format!("; license as the package states it: {raw}"),
-                    _ => String::new(),
-                }
+                stated_license_note(p.license.as_deref())
             ),
         });
         if !checksums.is_empty() {
@@ -288,11 +305,7 @@ fn spdx(input: &SbomInput<'_>) -> Value {
             "comment": format!(
                 "PyPI wheel {}{}",
                 p.url.rsplit('/').next().unwrap_or_default(),
-                match &p.license {
-                    Some(raw) if spdx_expression(Some(raw)).is_none() =>
-                        format!("; license as the package states it: {raw}"),
-                    _ => String::new(),
-                }
+                stated_license_note(p.license.as_deref())
             ),
         }));
         relationships.push(json!({
@@ -372,11 +385,7 @@ fn cyclonedx(input: &SbomInput<'_>) -> Value {
             if let Some(md5) = p.md5 {
                 hashes.push(json!({"alg": "MD5", "content": hex::encode(md5)}));
             }
-            let licenses = match (spdx_expression(p.license.as_deref()), &p.license) {
-                (Some(expr), _) => json!([{"expression": expr}]),
-                (None, Some(raw)) => json!([{"license": {"name": raw}}]),
-                (None, None) => json!([]),
-            };
+            let licenses = cyclonedx_licenses(p.license.as_deref());
             json!({
                 "type": "library",
                 "bom-ref": purl,
@@ -403,11 +412,7 @@ fn cyclonedx(input: &SbomInput<'_>) -> Value {
             "version": p.version,
             "purl": purl,
             "hashes": [{"alg": "SHA-256", "content": p.sha256}],
-            "licenses": match (spdx_expression(p.license.as_deref()), &p.license) {
-                (Some(expr), _) => json!([{"expression": expr}]),
-                (None, Some(raw)) => json!([{"license": {"name": raw}}]),
-                (None, None) => json!([]),
-            },
+            "licenses": cyclonedx_licenses(p.license.as_deref()),
             "externalReferences": [{"type": "distribution", "url": p.url}],
         }));
     }

@@ -113,7 +113,10 @@ fn copy_data(mut data: impl Read, out: &mut impl Write, size: u64) -> io::Result
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        format!("data ended {left} bytes short of the size in its tar header"),
+                        format!(
+                            "file shrank while it was being written into the layer \
+                             ({left} bytes short of the size in its tar header)"
+                        ),
                     ))
                 }
                 Ok(n) => n,

@@ -296,10 +296,9 @@ fn write_layer_uncached(
                         ..dir
                     };
                     let file = File::open(src).map_err(|e| LayerError::io(src, e))?;
-                    // Exactly the size in the header, even if the file changes under us; a
-                    // file that shrank fails here instead of producing a corrupt tar.
-                    pax::append(&mut tar, &entry, ExactReader::new(file, meta.len()))
-                        .map_err(|e| LayerError::io(src, e))?;
+                    // pax::append copies exactly the size in the header: a file that grows is
+                    // cut there, one that shrank fails instead of producing a corrupt tar.
+                    pax::append(&mut tar, &entry, file).map_err(|e| LayerError::io(src, e))?;
                     options.advance(meta.len());
                 } else if ft.is_dir() {
                     pax::append(&mut tar, &dir, io::empty()).map_err(io_err)?;
@@ -394,32 +393,6 @@ fn hash_file(path: &Path, limit: Option<u64>) -> Result<[u8; 32], LayerError> {
     io::copy(&mut file.take(limit.unwrap_or(u64::MAX)), &mut hasher)
         .map_err(|e| LayerError::io(path, e))?;
     Ok(hasher.finalize().into())
-}
-
-/// Reads exactly `len` bytes of a file, failing if it ends early (it shrank while being read).
-struct ExactReader<R> {
-    inner: io::Take<R>,
-}
-
-impl<R: Read> ExactReader<R> {
-    fn new(inner: R, len: u64) -> Self {
-        Self {
-            inner: inner.take(len),
-        }
-    }
-}
-
-impl<R: Read> Read for ExactReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() && self.inner.limit() > 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while it was being written into the layer",
-            ));
-        }
-        Ok(n)
-    }
 }
 
 /// Executable files become 0755, everything else 0644: the host's umask never shows.
