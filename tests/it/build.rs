@@ -704,7 +704,10 @@ fn a_reused_staging_root_gives_the_image_a_fresh_one_gives() {
     let (fresh, _) = build("busy-fresh", &["whereami", "hello-py"], "fresh-cache-busy");
     drop(lock);
     assert_eq!(busy, fresh);
-    assert!(!log.contains("staging root /") && !log.contains(" updated: "), "{log}");
+    assert!(
+        !log.contains("staging root /") && !log.contains(" updated: "),
+        "{log}"
+    );
     assert!(
         root.join("conda-meta").read_dir().unwrap().any(|e| e
             .unwrap()
