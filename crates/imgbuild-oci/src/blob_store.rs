@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 use tempfile::NamedTempFile;
 
+use crate::blob_writer::BlobWriter;
 use crate::{Digest, OciError};
 
 /// Blobs under `<root>/blobs/sha256/`. A blob file only ever appears complete: it is written to
@@ -50,6 +51,12 @@ impl BlobStore {
             .prefix(".tmp-")
             .tempfile_in(&dir)
             .map_err(|e| OciError::io(&dir, e))
+    }
+
+    /// A writer for a new blob of about `expected` bytes (big ones bypass the page cache, see
+    /// `blob_writer.rs`); [`BlobWriter::finish`] hands back the file for [`BlobStore::commit`].
+    pub fn writer(&self, expected: Option<u64>) -> Result<BlobWriter, OciError> {
+        Ok(BlobWriter::new(self.temp_file()?, expected))
     }
 
     /// Moves a finished temporary file into place under its digest.

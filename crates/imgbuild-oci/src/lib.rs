@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod blob_store;
+mod blob_writer;
 mod canonical;
 pub mod digest;
 mod error;
@@ -21,6 +22,7 @@ pub mod registry;
 mod time;
 
 pub use blob_store::BlobStore;
+pub use blob_writer::BlobWriter;
 pub use canonical::to_canonical_json;
 pub use digest::Digest;
 pub use error::OciError;
