@@ -572,7 +572,7 @@ fn unchanged_package_layers_come_from_the_layer_cache() {
     let layers = layer_digests(&first).len() - 1;
     assert!(log.contains("SBOM layer written"), "{log}");
     assert!(
-        log.contains(&format!("layers: {layers} written, 0 reused")),
+        log.contains(&format!("layers: {layers} written (")) && log.contains("), 0 reused"),
         "{log}"
     );
     // Nothing changed: the whole environment comes from the cache — nothing is installed,
@@ -601,10 +601,64 @@ fn unchanged_package_layers_come_from_the_layer_cache() {
     std::fs::remove_file(blob(&ctx.path("cache"), gone)).unwrap();
     let (third, log) = build("third");
     assert!(
-        log.contains(&format!("layers: 2 written, {} reused", layers - 2)),
+        log.contains("layers: 2 written (") && log.contains(&format!("), {} reused", layers - 2)),
         "{log}"
     );
     assert_eq!(manifest(&first), manifest(&third));
+}
+
+/// A big package's layer is written while the rest of the environment is still being linked;
+/// it is the same layer a build writes after the install (here: one whose staging root was
+/// already complete, so nothing was linked and every layer came after).
+#[test]
+fn layers_written_while_installing_equal_layers_written_after() {
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["whereami", "binlib", "hello-py", "bigdata"]);
+    let build = |dir: &str| {
+        let out = ctx.path(dir);
+        let res = ctx.imgbuild(&[
+            "build",
+            "--log-format",
+            "json",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--big-package-threshold",
+            "1MiB",
+        ]);
+        assert_ok(&res);
+        let log = stderr(&res);
+        let how: std::collections::BTreeMap<String, String> = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|o| o["fields"]["message"] == "layer")
+            .map(|o| {
+                (
+                    o["fields"]["holds"].as_str().unwrap().to_string(),
+                    o["fields"]["how"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        (manifest(&out), how, log)
+    };
+    let (early, how, log) = build("early");
+    let bigdata = how
+        .keys()
+        .find(|k| k.starts_with("bigdata-"))
+        .unwrap_or_else(|| panic!("no bigdata layer:\n{log}"))
+        .clone();
+    assert_eq!(how[&bigdata], "written while installing", "{log}");
+    assert_eq!(how["environment"], "written", "{log}");
+    assert_eq!(how["sbom"], "written", "{log}");
+    // Same staging root, nothing else cached: rattler links nothing, so every layer is
+    // written after the install.
+    for dir in ["layers", "environments", "blobs"] {
+        std::fs::remove_dir_all(ctx.path("cache").join(dir)).unwrap();
+    }
+    let (late, how, log) = build("late");
+    assert_eq!(how[&bigdata], "written", "{log}");
+    assert_eq!(early, late);
 }
 
 #[test]

@@ -5,13 +5,15 @@
 //! with `with_alternative_target_prefix`: placeholders, shebangs and noarch-python paths come
 //! out as they must be at the final prefix, although the files sit in a temporary directory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use futures::future::try_join_all;
-use rattler::install::{ExternalSymlinkPolicy, Installer};
+use rattler::install::{ExternalSymlinkPolicy, Installer, Reporter, Transaction};
 use rattler_cache::package_cache::{CacheMetadata, PackageCache};
 use rattler_conda_types::package::{FileMode, PathsJson};
-use rattler_conda_types::{MatchSpec, RepoDataRecord};
+use rattler_conda_types::{MatchSpec, PrefixRecord, RepoDataRecord};
 use rattler_networking::retry_policies::default_retry_policy;
 use tempfile::TempDir;
 
@@ -118,7 +120,8 @@ fn reusable_root(
 /// `requested` are the specs the user asked for: they go into each matching record's
 /// `requested_spec(s)` and into `conda-meta/history`, stamped with `timestamp` (the image's
 /// fixed time), so conda inside the image knows what was asked for and what came as a
-/// dependency.
+/// dependency. `on_linked` hears of each package as soon as it is linked.
+#[allow(clippy::too_many_arguments)]
 pub async fn install(
     ctx: &Context,
     records: &[RepoDataRecord],
@@ -127,11 +130,14 @@ pub async fn install(
     platform: TargetPlatform,
     timestamp: u64,
     staging: Staging,
+    on_linked: Option<OnLinked>,
 ) -> Result<StagingRoot, BuildError> {
     let cache = ctx.package_cache();
     let fetched = try_join_all(records.iter().map(|r| fetch(ctx, &cache, r))).await?;
+    let mut installed_sizes = HashMap::new();
     for (record, meta) in records.iter().zip(&fetched) {
-        check_placeholders(record, meta.path(), prefix)?;
+        let size = check_package(record, meta.path(), prefix)?;
+        installed_sizes.insert(label(record), size);
     }
 
     let staging_parent = ctx.cache_dir.join("staging");
@@ -155,7 +161,16 @@ pub async fn install(
         records: records.to_vec(),
     };
 
-    let result = Installer::new()
+    let mut installer = Installer::new();
+    if let Some(on_linked) = on_linked {
+        installer.set_reporter(LinkReporter {
+            root: root.path().to_path_buf(),
+            installed_sizes,
+            started: Mutex::new(Vec::new()),
+            on_linked,
+        });
+    }
+    let result = installer
         .with_package_cache(cache)
         .with_download_client(ctx.client.clone())
         .with_target_platform(platform.subdir())
@@ -225,15 +240,94 @@ async fn fetch(
     }
 }
 
-/// Binary placeholders can only be replaced by a prefix that is no longer than they are.
-/// Checked before linking so the error names the package, the file and the limit.
-fn check_placeholders(
+/// Called as each package is linked into the staging root: the root, the package's label
+/// (`name-version-build`, the stem of its conda-meta record) and its installed size. Lets
+/// layers of big packages start while the rest is still being linked.
+pub type OnLinked = Arc<dyn Fn(&Path, &str, u64) + Send + Sync>;
+
+/// `name-version-build`, as in conda-meta file names.
+fn label(record: &RepoDataRecord) -> String {
+    let p = &record.package_record;
+    format!("{}-{}-{}", p.name.as_normalized(), p.version, p.build)
+}
+
+/// Tells [`OnLinked`] about each package rattler has finished linking (its conda-meta record
+/// is written by then); every other report is ignored.
+struct LinkReporter {
+    root: PathBuf,
+    installed_sizes: HashMap<String, u64>,
+    /// Labels by link index.
+    started: Mutex<Vec<String>>,
+    on_linked: OnLinked,
+}
+
+impl Reporter for LinkReporter {
+    fn on_link_start(&self, _operation: usize, record: &RepoDataRecord) -> usize {
+        let mut started = self.started.lock().expect("lock not poisoned");
+        started.push(label(record));
+        started.len() - 1
+    }
+
+    fn on_link_complete(&self, index: usize) {
+        let label = self.started.lock().expect("lock not poisoned")[index].clone();
+        let size = self.installed_sizes.get(&label).copied().unwrap_or(0);
+        (self.on_linked)(&self.root, &label, size);
+    }
+
+    fn on_transaction_start(&self, _: &Transaction<PrefixRecord, RepoDataRecord>) {}
+    fn on_transaction_operation_start(&self, _: usize) {}
+    fn on_populate_cache_start(&self, _: usize, _: &RepoDataRecord) -> usize {
+        0
+    }
+    fn on_validate_start(&self, _: usize) -> usize {
+        0
+    }
+    fn on_validate_complete(&self, _: usize) {}
+    fn on_download_start(&self, _: usize) -> usize {
+        0
+    }
+    fn on_download_progress(&self, _: usize, _: u64, _: Option<u64>) {}
+    fn on_download_completed(&self, _: usize) {}
+    fn on_populate_cache_complete(&self, _: usize) {}
+    fn on_unlink_start(&self, _: usize, _: &PrefixRecord) -> usize {
+        0
+    }
+    fn on_unlink_complete(&self, _: usize) {}
+    fn on_transaction_operation_complete(&self, _: usize) {}
+    fn on_transaction_complete(&self) {}
+    fn on_post_link_start(&self, _: &str, _: &str) -> usize {
+        0
+    }
+    fn on_post_link_complete(&self, _: usize, _: bool) {}
+    fn on_pre_unlink_start(&self, _: &str, _: &str) -> usize {
+        0
+    }
+    fn on_pre_unlink_complete(&self, _: usize, _: bool) {}
+}
+
+/// Checks a fetched package against the prefix and returns its installed size.
+///
+/// Binary placeholders can only be replaced by a prefix that is no longer than they are:
+/// checked before linking so the error names the package, the file and the limit.
+fn check_package(
     record: &RepoDataRecord,
     package_dir: &Path,
     prefix: &InstallPrefix,
-) -> Result<(), BuildError> {
+) -> Result<u64, BuildError> {
     let paths = PathsJson::from_package_directory_with_deprecated_fallback(package_dir)
         .map_err(|e| BuildError::io(package_dir, e))?;
+    let installed_size = paths
+        .paths
+        .iter()
+        .map(|entry| {
+            entry.size_in_bytes.unwrap_or_else(|| {
+                package_dir
+                    .join(&entry.relative_path)
+                    .symlink_metadata()
+                    .map_or(0, |m| m.len())
+            })
+        })
+        .sum();
     let tightest = paths
         .paths
         .iter()
@@ -253,6 +347,6 @@ fn check_placeholders(
                 max_len,
             })
         }
-        _ => Ok(()),
+        _ => Ok(installed_size),
     }
 }

@@ -134,6 +134,7 @@ impl EnvironmentCache {
                     owners: l.owners,
                     dedup_saved: l.dedup_saved,
                     reused: true,
+                    written_early: false,
                 })
             })
             .collect::<Option<Vec<_>>>()?;

@@ -7,8 +7,11 @@
 //! (digest) in the same pass — POSIX tar with PAX headers (`pax.rs`), gzip in parallel blocks
 //! whose bytes do not depend on the core count (`pargz.rs`) or multithreaded zstd. Two caches
 //! keep rebuilds cheap: package layers by recipe (in [`write`](mod@write)) and whole environments
-//! ([`env_cache`]).
+//! ([`env_cache`]). A full build does not wait for the install to end: [`EarlyLayers`] writes a
+//! big package's layer as soon as it is linked, and the plan takes it only if it is exactly the
+//! layer it would have written (`early.rs`).
 
+mod early;
 pub mod env_cache;
 mod hashing;
 pub mod ownership;
@@ -21,10 +24,11 @@ pub mod write;
 
 use std::path::{Path, PathBuf};
 
+pub use early::{EarlyLayers, Prewritten};
 pub use env_cache::{BuiltEnvironment, EnvironmentCache, EnvironmentRecipe};
 pub use ownership::{collect_owners, Owner, OwnerKind};
 pub use plan::{plan_layers, PlanOptions, PlannedLayer};
-pub use write::{write_layers, WriteOptions, WriteProgress, WrittenLayer};
+pub use write::{write_layers, write_layers_with, WriteOptions, WriteProgress, WrittenLayer};
 
 /// Everything that can go wrong while cutting layers.
 #[derive(Debug, thiserror::Error)]

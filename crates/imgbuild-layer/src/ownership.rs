@@ -85,34 +85,14 @@ pub fn collect_owners(root: &Path) -> Result<Vec<Owner>, LayerError> {
             .collect();
         records.sort();
         for record_path in records {
-            let record = PrefixRecord::from_path(&record_path).map_err(|e| LayerError::Record {
-                path: record_path.clone(),
-                message: e.to_string(),
-            })?;
-            let pkg = &record.repodata_record.package_record;
+            let (kind, files) = conda_record(root, &record_path)?;
             let idx = owners.len();
-            let mut paths = Vec::new();
-            for file in &record.files {
-                check_relative(file, &record_path)?;
-                if root.join(file).symlink_metadata().is_err() {
-                    tracing::warn!(
-                        "{}: lists {} but it is not installed",
-                        record_path.display(),
-                        file.display()
-                    );
-                    continue;
-                }
-                if claimed.insert(file.clone(), idx).is_none() {
-                    paths.push(file.clone());
-                }
-            }
+            let paths = files
+                .into_iter()
+                .filter(|f| claimed.insert(f.clone(), idx).is_none())
+                .collect();
             owners.push(Owner {
-                kind: OwnerKind::Conda {
-                    name: pkg.name.as_normalized().to_string(),
-                    version: pkg.version.to_string(),
-                    build: pkg.build.to_string(),
-                    sha256: pkg.sha256.map(|h| hex::encode(h.as_slice())),
-                },
+                kind,
                 paths,
                 size: 0,
             });
@@ -162,12 +142,63 @@ pub fn collect_owners(root: &Path) -> Result<Vec<Owner>, LayerError> {
     });
 
     for owner in &mut owners {
-        owner.paths.sort_by(|a, b| {
+        owner.finish(root);
+    }
+    Ok(owners)
+}
+
+/// The owner one conda-meta record describes, with every file it lists that is installed —
+/// before any other package's claims are taken into account (see [`collect_owners`]).
+pub(crate) fn conda_owner(root: &Path, record_path: &Path) -> Result<Owner, LayerError> {
+    let (kind, paths) = conda_record(root, record_path)?;
+    let mut owner = Owner {
+        kind,
+        paths,
+        size: 0,
+    };
+    owner.finish(root);
+    Ok(owner)
+}
+
+/// A conda-meta record's package identity and the files it lists that are installed, in the
+/// record's order.
+fn conda_record(root: &Path, record_path: &Path) -> Result<(OwnerKind, Vec<PathBuf>), LayerError> {
+    let record = PrefixRecord::from_path(record_path).map_err(|e| LayerError::Record {
+        path: record_path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let pkg = &record.repodata_record.package_record;
+    let mut paths = Vec::new();
+    for file in &record.files {
+        check_relative(file, record_path)?;
+        if root.join(file).symlink_metadata().is_err() {
+            tracing::warn!(
+                "{}: lists {} but it is not installed",
+                record_path.display(),
+                file.display()
+            );
+            continue;
+        }
+        paths.push(file.clone());
+    }
+    let kind = OwnerKind::Conda {
+        name: pkg.name.as_normalized().to_string(),
+        version: pkg.version.to_string(),
+        build: pkg.build.to_string(),
+        sha256: pkg.sha256.map(|h| hex::encode(h.as_slice())),
+    };
+    Ok((kind, paths))
+}
+
+impl Owner {
+    /// Sorts the paths by bytes and sums the sizes of what they name.
+    fn finish(&mut self, root: &Path) {
+        self.paths.sort_by(|a, b| {
             a.as_os_str()
                 .as_encoded_bytes()
                 .cmp(b.as_os_str().as_encoded_bytes())
         });
-        owner.size = owner
+        self.size = self
             .paths
             .iter()
             .filter_map(|p| root.join(p).symlink_metadata().ok())
@@ -175,7 +206,6 @@ pub fn collect_owners(root: &Path) -> Result<Vec<Owner>, LayerError> {
             .map(|m| m.len())
             .sum();
     }
-    Ok(owners)
 }
 
 /// `lib/python*/site-packages/*.dist-info` directories whose RECORD no conda record claims,

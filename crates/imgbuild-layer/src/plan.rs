@@ -177,7 +177,9 @@ pub fn plan_layers(
     Ok(layers)
 }
 
-fn layer_of(owners: &[&Owner], python: &str) -> PlannedLayer {
+/// The layer holding `owners`; `python` is the environment's python label (see
+/// [`PlannedLayer::recipe`]).
+pub(crate) fn layer_of(owners: &[&Owner], python: &str) -> PlannedLayer {
     let mut paths: Vec<PathBuf> = owners
         .iter()
         .flat_map(|o| o.paths.iter().cloned())

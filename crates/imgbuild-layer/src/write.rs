@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use imgbuild_oci::{BlobStore, Compression, LayerBlob};
 use sha2::{Digest as _, Sha256};
 
+use crate::early::Prewritten;
 use crate::hashing::HashingWriter;
 use crate::pargz::ParallelGzEncoder;
 use crate::pax;
@@ -64,6 +65,21 @@ pub struct WrittenLayer {
     pub dedup_saved: u64,
     /// Taken from the layer cache: no file was read, nothing was compressed.
     pub reused: bool,
+    /// Written while the environment was still being installed (see `early.rs`).
+    pub written_early: bool,
+}
+
+impl WrittenLayer {
+    /// How the layer came to be, for logs: `reused`, `written while installing` or `written`.
+    pub fn origin(&self) -> &'static str {
+        if self.reused {
+            "reused"
+        } else if self.written_early {
+            "written while installing"
+        } else {
+            "written"
+        }
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -77,9 +93,19 @@ struct CachedLayer {
 
 fn recipe_key(layer: &PlannedLayer, options: &WriteOptions) -> Option<String> {
     let recipe = layer.recipe.as_ref()?;
+    // The paths too: a package whose file another package in the same environment claimed
+    // first (a clobber) leaves that file to the other's layer, so its own layer differs.
+    let mut paths = Sha256::new();
+    for path in &layer.paths {
+        paths.update(bytes(path));
+        paths.update([0]);
+    }
     let text = format!(
-        "v{LAYER_FORMAT_VERSION}\nprefix={}\ncompression={:?}\nmtime={}\n{recipe}",
-        options.prefix, options.compression, options.mtime
+        "v{LAYER_FORMAT_VERSION}\nprefix={}\ncompression={:?}\nmtime={}\npaths={}\n{recipe}",
+        options.prefix,
+        options.compression,
+        options.mtime,
+        hex::encode(paths.finalize())
     );
     Some(hex::encode(Sha256::digest(text.as_bytes())))
 }
@@ -106,6 +132,7 @@ fn cached(layer: &PlannedLayer, options: &WriteOptions, store: &BlobStore) -> Op
         owners: layer.owners.clone(),
         dedup_saved: entry.dedup_saved,
         reused: true,
+        written_early: false,
     })
 }
 
@@ -155,11 +182,49 @@ pub fn write_layers(
     options: &WriteOptions,
     store: &BlobStore,
 ) -> Result<Vec<WrittenLayer>, LayerError> {
+    write_layers_with(root, layers, options, store, &Prewritten::none())
+}
+
+/// [`write_layers`], taking what `prewritten` holds for a layer where it matches (see
+/// `early.rs`). Layers written early are taken last, so the writers first do the ones nobody
+/// has started.
+pub fn write_layers_with(
+    root: &Path,
+    layers: &[PlannedLayer],
+    options: &WriteOptions,
+    store: &BlobStore,
+    prewritten: &Prewritten,
+) -> Result<Vec<WrittenLayer>, LayerError> {
+    let early: Vec<bool> = layers.iter().map(|l| prewritten.has(l)).collect();
     if let Some(p) = &options.progress {
-        p.add_total(layers.iter().map(|l| l.size).sum());
+        // Early writes count their own bytes.
+        p.add_total(
+            layers
+                .iter()
+                .zip(&early)
+                .filter(|(_, &e)| !e)
+                .map(|(l, _)| l.size)
+                .sum(),
+        );
     }
     let mut order: Vec<usize> = (0..layers.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(layers[i].size));
+    order.sort_by_key(|&i| (early[i], std::cmp::Reverse(layers[i].size)));
+    let write_one = |i: usize| -> Result<WrittenLayer, LayerError> {
+        let layer = &layers[i];
+        if early[i] {
+            if let Some(mut written) = prewritten.take(root, layer) {
+                if !written.reused {
+                    remember(layer, options, &written);
+                    written.written_early = true;
+                }
+                return Ok(written);
+            }
+            if let Some(p) = &options.progress {
+                p.add_total(layer.size);
+            }
+        }
+        write_layer(root, layer, options, store)
+    };
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<Result<WrittenLayer, LayerError>>>> =
         std::sync::Mutex::new((0..layers.len()).map(|_| None).collect());
@@ -170,7 +235,7 @@ pub fn write_layers(
             scope.spawn(|| loop {
                 let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(&i) = order.get(k) else { break };
-                let result = write_layer(root, &layers[i], options, store);
+                let result = write_one(i);
                 let failed = result.is_err();
                 results.lock().expect("no writer panicked")[i] = Some(result);
                 if failed {
@@ -211,12 +276,27 @@ pub fn write_layer(
     options: &WriteOptions,
     store: &BlobStore,
 ) -> Result<WrittenLayer, LayerError> {
+    let written = write_layer_unremembered(root, layer, options, store)?;
+    if !written.reused {
+        remember(layer, options, &written);
+    }
+    Ok(written)
+}
+
+/// [`write_layer`] without remembering the result in the layer cache (early layers are
+/// remembered once they are known to match the plan).
+pub(crate) fn write_layer_unremembered(
+    root: &Path,
+    layer: &PlannedLayer,
+    options: &WriteOptions,
+    store: &BlobStore,
+) -> Result<WrittenLayer, LayerError> {
     if let Some(hit) = cached(layer, options, store) {
         options.advance(layer.size);
         return Ok(hit);
     }
     let written = write_layer_uncached(root, layer, options, store)?;
-    remember(layer, options, &written);
+    tracing::debug!("wrote layer {}", layer.description());
     Ok(written)
 }
 
@@ -246,10 +326,10 @@ fn write_layer_uncached(
     }
 
     let links = find_duplicates(&entries)?;
-    let temp = store.temp_file()?;
-    let blob_path = temp.path().to_path_buf();
+    let out = store.writer(Some(layer.size))?;
+    let blob_path = out.path().to_path_buf();
     let io_err = |e: io::Error| LayerError::io(&blob_path, e);
-    let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, temp.as_file()));
+    let sink = HashingWriter::new(out);
     let encoder = Encoder::new(sink, options.compression).map_err(io_err)?;
     let mut tar = tar::Builder::new(HashingWriter::new(encoder));
     let mut dedup_saved = 0u64;
@@ -321,9 +401,8 @@ fn write_layer_uncached(
     let hashed_tar = tar.into_inner().map_err(io_err)?;
     let (encoder, diff_id, tar_size) = hashed_tar.finish();
     let sink = encoder.finish().map_err(io_err)?;
-    let (mut buf, digest, size) = sink.finish();
-    buf.flush().map_err(io_err)?;
-    drop(buf);
+    let (out, digest, size) = sink.finish();
+    let temp = out.finish().map_err(io_err)?;
     store.commit(temp, &digest)?;
     Ok(WrittenLayer {
         blob: LayerBlob {
@@ -337,6 +416,7 @@ fn write_layer_uncached(
         owners: layer.owners.clone(),
         dedup_saved,
         reused: false,
+        written_early: false,
     })
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
@@ -14,8 +15,8 @@ use imgbuild_builder::{
 };
 use imgbuild_layer::write::write_layer;
 use imgbuild_layer::{
-    collect_owners, plan_layers, write_layers, BuiltEnvironment, EnvironmentCache,
-    EnvironmentRecipe, PlanOptions, PlannedLayer, WriteOptions,
+    collect_owners, plan_layers, write_layers_with, BuiltEnvironment, EarlyLayers,
+    EnvironmentCache, EnvironmentRecipe, PlanOptions, PlannedLayer, WriteOptions,
 };
 use imgbuild_oci::{archive, image, layout, BaseImage, BlobStore, Compression, RuntimeConfig};
 use rattler_conda_types::{MatchSpec, RepoDataRecord};
@@ -444,6 +445,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
                 digest = %l.blob.digest,
                 size = l.blob.size,
                 holds = %l.owners.join(" "),
+                how = l.origin(),
                 "layer"
             );
         }
@@ -698,6 +700,24 @@ async fn build_environment(
     store: &BlobStore,
 ) -> Result<BuiltEnvironment> {
     let t = Instant::now();
+    // Big packages' layers start as soon as rattler has linked them (see imgbuild-layer's
+    // early.rs); the plan below decides whether they are used.
+    let python = records
+        .iter()
+        .map(|r| &r.package_record)
+        .find(|p| p.name.as_normalized() == "python")
+        .map(|p| format!("{}-{}-{}", p.name.as_normalized(), p.version, p.build))
+        .unwrap_or_default();
+    let early = Arc::new(EarlyLayers::new(
+        python,
+        plan_options.big_package_threshold,
+        write_options.clone(),
+        store.clone(),
+    ));
+    let on_linked: install::OnLinked = {
+        let early = Arc::clone(&early);
+        Arc::new(move |root, label, size| early.linked(root, label, size))
+    };
     let staging = install::install(
         ctx,
         records,
@@ -711,8 +731,10 @@ async fn build_environment(
         } else {
             install::Staging::Reuse
         },
+        Some(on_linked),
     )
     .await?;
+    let prewritten = early.finish();
     tracing::info!("installed into staging root in {:.1?}", t.elapsed());
     if let Some(step) = pip_step {
         let t = Instant::now();
@@ -738,12 +760,14 @@ async fn build_environment(
     let plan = plan_layers(&owners, plan_options)?;
     let root = staging.path().to_path_buf();
     let (store, write_options) = (store.clone(), write_options.clone());
-    let layers =
-        tokio::task::spawn_blocking(move || write_layers(&root, &plan, &write_options, &store))
-            .await??;
+    let layers = tokio::task::spawn_blocking(move || {
+        write_layers_with(&root, &plan, &write_options, &store, &prewritten)
+    })
+    .await??;
     let reused = layers.iter().filter(|l| l.reused).count();
+    let early = layers.iter().filter(|l| l.written_early).count();
     tracing::info!(
-        "layers: {} written, {} reused from the layer cache, in {:.1?}",
+        "layers: {} written ({early} while installing), {} reused from the layer cache, in {:.1?}",
         layers.len() - reused,
         reused,
         t.elapsed()

@@ -1,0 +1,259 @@
+//! Big packages' layers, written while the rest of the environment is still being installed.
+//!
+//! Linking a CUDA/pytorch environment into a fresh staging root is a few tenths of a second of
+//! mostly kernel work (inodes, directories, hard links) on about one core, and layers could
+//! only start once it was over: on 2 cores, one core idled for that long. Yet a big package's
+//! layer depends only on that package's files, which are final as soon as rattler has linked
+//! it. So as each package is reported linked, [`EarlyLayers::linked`] reads its conda-meta
+//! record and, if the package is big enough to get a layer of its own (the plan's threshold),
+//! writes that layer right away with the same code as every other layer.
+//!
+//! The result is only a proposal. [`write_layers_with`](crate::write::write_layers_with) uses
+//! it for a planned layer only when the plan, made once the whole environment is there, has a
+//! layer with exactly the same owners, paths and recipe, and every file in it still has the
+//! inode, size, mode and change time it had when the early write began (a later package that
+//! clobbered a path, or a pip step that replaced a file, would show there). Otherwise that
+//! layer is written again. So the image never depends on timing; at worst some work is done
+//! twice.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use imgbuild_oci::BlobStore;
+
+use crate::ownership::conda_owner;
+use crate::plan::{layer_of, PlannedLayer};
+use crate::write::{write_layer_unremembered, WriteOptions, WrittenLayer};
+
+/// Writes layers of big packages as they are linked (see the module docs).
+pub struct EarlyLayers {
+    shared: Arc<Shared>,
+    running: Mutex<HashMap<String, JoinHandle<Option<Early>>>>,
+}
+
+struct Shared {
+    /// The python label the plan will see (part of every recipe).
+    python: String,
+    /// Packages above this many installed bytes get a layer of their own (the plan's).
+    threshold: u64,
+    options: WriteOptions,
+    store: BlobStore,
+    /// Free writer slots.
+    slots: (Mutex<usize>, Condvar),
+}
+
+/// A layer written early, and the state of its files when it was.
+pub(crate) struct Early {
+    layer: PlannedLayer,
+    stamps: Vec<Option<Stamp>>,
+    root: PathBuf,
+    written: WrittenLayer,
+}
+
+/// What would change if a file were replaced or modified.
+#[derive(Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mode: u32,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = path.symlink_metadata().ok()?;
+    Some(Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mode: m.mode(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
+impl EarlyLayers {
+    /// `python` is the label (`name-version-build`) of the environment's python record, or
+    /// empty; `threshold` the plan's `big_package_threshold`.
+    pub fn new(python: String, threshold: u64, options: WriteOptions, store: BlobStore) -> Self {
+        // rattler does not link the biggest packages first, so a slot count as small as
+        // write_layers' writer count could park the biggest layer behind smaller ones and leave
+        // it to run alone at the end; twice that keeps memory bounded (~12 MiB a writer).
+        let writers = 2 * (std::thread::available_parallelism().map_or(1, |n| n.get()) + 1);
+        Self {
+            shared: Arc::new(Shared {
+                python,
+                threshold,
+                options,
+                store,
+                slots: (Mutex::new(writers), Condvar::new()),
+            }),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The package `label` (`name-version-build`, its conda-meta file's stem) is now linked into
+    /// `root`, with about `installed_size` bytes. Big packages get their layer started; the
+    /// call itself does not wait.
+    pub fn linked(&self, root: &Path, label: &str, installed_size: u64) {
+        if installed_size <= self.shared.threshold {
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        let (root, name) = (root.to_path_buf(), label.to_string());
+        let spawned = std::thread::Builder::new()
+            .name("early-layer".into())
+            .spawn(move || shared.write(&root, &name));
+        match spawned {
+            Ok(handle) => {
+                self.running
+                    .lock()
+                    .expect("no early writer panicked holding the lock")
+                    .insert(label.to_string(), handle);
+            }
+            // No thread, no early layer: it is written with the others.
+            Err(e) => tracing::debug!("no early layer for {label}: {e}"),
+        }
+    }
+
+    /// The layers started so far, for `write_layers_with` (call once linking is over).
+    pub fn finish(&self) -> Prewritten {
+        let running = std::mem::take(&mut *self.running.lock().expect("lock not poisoned"));
+        Prewritten {
+            running: Mutex::new(running),
+        }
+    }
+}
+
+impl Shared {
+    fn write(&self, root: &Path, label: &str) -> Option<Early> {
+        let _slot = self.slot();
+        let record = root.join("conda-meta").join(format!("{label}.json"));
+        let owner = match conda_owner(root, &record) {
+            Ok(owner) => owner,
+            Err(e) => {
+                tracing::debug!("no early layer for {label}: {e}");
+                return None;
+            }
+        };
+        if owner.size <= self.threshold {
+            return None;
+        }
+        let layer = layer_of(&[&owner], &self.python);
+        let stamps = layer.paths.iter().map(|p| stamp(&root.join(p))).collect();
+        if let Some(p) = &self.options.progress {
+            p.add_total(layer.size);
+        }
+        tracing::debug!("writing the layer of {label} early");
+        match write_layer_unremembered(root, &layer, &self.options, &self.store) {
+            Ok(written) => Some(Early {
+                layer,
+                stamps,
+                root: root.to_path_buf(),
+                written,
+            }),
+            Err(e) => {
+                // Written again with the others, which reports the error if it persists.
+                tracing::debug!("early layer for {label} failed: {e}");
+                None
+            }
+        }
+    }
+
+    fn slot(&self) -> SlotGuard<'_> {
+        let (count, freed) = &self.slots;
+        let mut free = count.lock().expect("lock not poisoned");
+        while *free == 0 {
+            free = freed.wait(free).expect("lock not poisoned");
+        }
+        *free -= 1;
+        SlotGuard(&self.slots)
+    }
+}
+
+struct SlotGuard<'a>(&'a (Mutex<usize>, Condvar));
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let (count, freed) = self.0;
+        *count.lock().expect("lock not poisoned") += 1;
+        freed.notify_one();
+    }
+}
+
+/// Layers written early, waiting to be matched with the plan.
+#[derive(Default)]
+pub struct Prewritten {
+    running: Mutex<HashMap<String, JoinHandle<Option<Early>>>>,
+}
+
+impl Prewritten {
+    /// Nothing written early.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether an early write was started for this planned layer.
+    pub(crate) fn has(&self, layer: &PlannedLayer) -> bool {
+        match layer.owners.as_slice() {
+            [only] => self
+                .running
+                .lock()
+                .expect("lock not poisoned")
+                .contains_key(only),
+            _ => false,
+        }
+    }
+
+    /// The early layer for `layer` if it is exactly what writing `layer` from `root` now would
+    /// give (see the module docs); waits for it to finish.
+    pub(crate) fn take(&self, root: &Path, layer: &PlannedLayer) -> Option<WrittenLayer> {
+        let [only] = layer.owners.as_slice() else {
+            return None;
+        };
+        let handle = self
+            .running
+            .lock()
+            .expect("lock not poisoned")
+            .remove(only)?;
+        let early = handle.join().ok()??;
+        let same = early.root == root
+            && early.layer.owners == layer.owners
+            && early.layer.paths == layer.paths
+            && early.layer.recipe == layer.recipe
+            && early
+                .layer
+                .paths
+                .iter()
+                .zip(&early.stamps)
+                .all(|(p, before)| before.is_some() && stamp(&root.join(p)) == *before);
+        if !same {
+            tracing::debug!("early layer for {only} does not match the plan; writing it again");
+        }
+        same.then_some(early.written)
+    }
+}
+
+impl Drop for Prewritten {
+    /// Early writes still running (a build that failed before using them) are waited for, so
+    /// no thread outlives the staging root it reads.
+    fn drop(&mut self) {
+        let running = std::mem::take(self.running.get_mut().expect("lock not poisoned"));
+        for (_, handle) in running {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for EarlyLayers {
+    fn drop(&mut self) {
+        let running = std::mem::take(self.running.get_mut().expect("lock not poisoned"));
+        for (_, handle) in running {
+            let _ = handle.join();
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Layers written while the environment is still being installed (`EarlyLayers`) are used only
+//! when they are exactly what the plan asks for, made from files that did not change since.
+
+use std::path::{Path, PathBuf};
+
+use imgbuild_layer::{
+    collect_owners, plan_layers, write_layers, write_layers_with, EarlyLayers, PlanOptions,
+    WriteOptions, WrittenLayer,
+};
+use imgbuild_oci::{BlobStore, Compression};
+
+const THRESHOLD: u64 = 1 << 20;
+
+fn options() -> WriteOptions {
+    WriteOptions {
+        prefix: "/opt/conda".into(),
+        compression: Compression::Gzip,
+        mtime: 0,
+        layer_cache: None,
+        progress: None,
+    }
+}
+
+fn plan_options() -> PlanOptions {
+    PlanOptions {
+        big_package_threshold: THRESHOLD,
+        ..PlanOptions::default()
+    }
+}
+
+/// Installs a package the way rattler leaves it: its files, then its conda-meta record.
+fn install(root: &Path, name: &str, files: &[(&str, Vec<u8>)]) {
+    for (path, bytes) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let listed: Vec<&str> = files.iter().map(|(p, _)| *p).collect();
+    let record = serde_json::json!({
+        "name": name, "version": "1.0", "build": "0", "build_number": 0, "depends": [],
+        "subdir": "linux-64", "sha256": format!("{:064x}", name.len()),
+        "fn": format!("{name}-1.0-0.conda"),
+        "url": format!("https://conda.example/linux-64/{name}-1.0-0.conda"),
+        "channel": "https://conda.example/",
+        "files": listed,
+        "paths_data": {"paths_version": 1, "paths": []},
+    });
+    let meta = root.join("conda-meta");
+    std::fs::create_dir_all(&meta).unwrap();
+    std::fs::write(
+        meta.join(format!("{name}-1.0-0.json")),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+}
+
+fn bytes(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// A temporary directory with a staging root and a blob store in it, and early layers for them.
+fn setup() -> (tempfile::TempDir, PathBuf, BlobStore, EarlyLayers) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let store = BlobStore::new(tmp.path().join("store"));
+    let early = EarlyLayers::new(String::new(), THRESHOLD, options(), store.clone());
+    (tmp, root, store, early)
+}
+
+/// Plans and writes `root` as a build does, with what `early` wrote meanwhile.
+fn write(root: &Path, store: &BlobStore, early: &EarlyLayers) -> Vec<WrittenLayer> {
+    let prewritten = early.finish();
+    let owners = collect_owners(root).unwrap();
+    let plan = plan_layers(&owners, &plan_options()).unwrap();
+    write_layers_with(root, &plan, &options(), store, &prewritten).unwrap()
+}
+
+/// The same root written with no early layers at all, into a store of its own.
+fn reference(root: &Path, store_dir: &Path) -> Vec<WrittenLayer> {
+    let owners = collect_owners(root).unwrap();
+    let plan = plan_layers(&owners, &plan_options()).unwrap();
+    write_layers(root, &plan, &options(), &BlobStore::new(store_dir)).unwrap()
+}
+
+fn digests(layers: &[WrittenLayer]) -> Vec<String> {
+    layers.iter().map(|l| l.blob.digest.to_string()).collect()
+}
+
+#[test]
+fn a_big_package_linked_early_is_written_once_and_equals_a_late_write() {
+    let (tmp, root, store, early) = setup();
+
+    install(&root, "big", &[("lib/big/weights.bin", bytes(1, 3 << 20))]);
+    early.linked(&root, "big-1.0-0", 3 << 20);
+    // Small packages are left to the plan, whatever they claim.
+    install(&root, "small", &[("lib/small.txt", b"small".to_vec())]);
+    early.linked(&root, "small-1.0-0", 5);
+
+    let layers = write(&root, &store, &early);
+    let big = layers.iter().find(|l| l.owners == ["big-1.0-0"]).unwrap();
+    assert!(big.written_early, "the early layer was used");
+    let small = layers.iter().find(|l| l.owners == ["small-1.0-0"]).unwrap();
+    assert!(!small.written_early);
+    assert_eq!(
+        digests(&layers),
+        digests(&reference(&root, &tmp.path().join("ref"))),
+        "same bytes as a build that wrote every layer after the install"
+    );
+}
+
+#[test]
+fn a_file_replaced_after_the_early_write_gets_the_layer_written_again() {
+    let (tmp, root, store, early) = setup();
+
+    install(
+        &root,
+        "big",
+        &[
+            ("lib/big/weights.bin", bytes(1, 3 << 20)),
+            ("lib/shared.so", b"from big".to_vec()),
+        ],
+    );
+    early.linked(&root, "big-1.0-0", 3 << 20);
+    let prewritten = early.finish();
+    // A package linked later clobbers a path of the big one (rattler replaces the file; "big"
+    // sorts first, so it still owns the path in the plan, with the new bytes).
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let replacement = root.join("lib/shared.so.new");
+    std::fs::write(&replacement, b"from zlate").unwrap();
+    std::fs::rename(&replacement, root.join("lib/shared.so")).unwrap();
+    install(&root, "zlate", &[("lib/shared.so", b"from zlate".to_vec())]);
+
+    let owners = collect_owners(&root).unwrap();
+    let plan = plan_layers(&owners, &plan_options()).unwrap();
+    let layers = write_layers_with(&root, &plan, &options(), &store, &prewritten).unwrap();
+    let big = layers.iter().find(|l| l.owners == ["big-1.0-0"]).unwrap();
+    assert!(!big.written_early, "the stale early layer was not used");
+    assert_eq!(
+        digests(&layers),
+        digests(&reference(&root, &tmp.path().join("ref")))
+    );
+}
+
+#[test]
+fn a_path_another_package_claims_first_gets_the_layer_written_again() {
+    let (tmp, root, store, early) = setup();
+
+    install(
+        &root,
+        "zbig",
+        &[
+            ("lib/zbig/weights.bin", bytes(2, 3 << 20)),
+            ("lib/common.h", b"both".to_vec()),
+        ],
+    );
+    early.linked(&root, "zbig-1.0-0", 3 << 20);
+    // "aearly" sorts before "zbig": the plan gives it the shared path, so zbig's planned layer
+    // has one path fewer than the one written early.
+    install(&root, "aearly", &[("lib/common.h", b"both".to_vec())]);
+
+    let layers = write(&root, &store, &early);
+    let big = layers.iter().find(|l| l.owners == ["zbig-1.0-0"]).unwrap();
+    assert!(!big.written_early);
+    assert_eq!(
+        digests(&layers),
+        digests(&reference(&root, &tmp.path().join("ref")))
+    );
+}
