@@ -28,10 +28,11 @@ use rayon::prelude::*;
 /// Bytes of input per gzip member.
 pub const BLOCK: usize = 1 << 20;
 
-/// libdeflate's level. 3 (greedy parsing) is 0.06 MiB bigger than 4 on the benchmark's 1 GiB
-/// environment (706.58 vs 706.52 MiB; Go's default gzip in umoci: 710.8 MiB) and saves ~0.2 s
-/// of CPU there; 1 would save a little more and grow the image past the peers' (717.8 MiB).
-pub const LEVEL: i32 = 3;
+/// libdeflate's level. On the benchmark's 1 GiB environment, 2 (greedy parsing, shallow
+/// search) makes a 707.2 MiB image for 0.12 s less CPU than 3 (706.6 MiB) and 0.3 s less than 4
+/// (706.5 MiB); Go's default gzip in umoci makes 710.8 MiB. 1 would grow the image past the
+/// peers' (717.8 MiB).
+pub const LEVEL: i32 = 2;
 
 /// Blocks whose bytes look random (order-0 entropy above this, in bits per byte) are stored:
 /// compressed archives, random weights. The decision depends only on the block's bytes.
