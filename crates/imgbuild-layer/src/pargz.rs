@@ -50,6 +50,26 @@ thread_local! {
 /// few enough to bound memory (batch size × this × 1 MiB per layer).
 const IN_FLIGHT: usize = 2;
 
+/// The pool layers are compressed on: one thread per core, apart from rayon's global pool.
+/// rattler links packages on the global pool, and each link job ends in an `fsync` of the
+/// package's conda-meta record; compression queued behind those jobs would stall while big
+/// layers are written beside the install (see `early.rs`).
+fn compression_pool() -> std::sync::Arc<rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<std::sync::Arc<rayon::ThreadPool>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::sync::Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("gzip-{i}"))
+                .build()
+                .expect("a thread pool can be started"),
+        )
+    })
+    .clone()
+}
+
 /// A gzip writer that compresses blocks of its input in parallel, one member per block.
 ///
 /// Batches of blocks go to the rayon pool as tasks of their own and the writer goes on
@@ -62,7 +82,7 @@ pub struct ParallelGzEncoder<W: Write> {
     pending: Vec<Vec<u8>>,
     current: Vec<u8>,
     /// Batches sent off, oldest first; each yields its members, concatenated.
-    in_flight: VecDeque<mpsc::Receiver<io::Result<Vec<u8>>>>,
+    in_flight: VecDeque<mpsc::Receiver<io::Result<Vec<Vec<u8>>>>>,
     /// Whether any block was sent off (an empty input still gets one, empty, member).
     sent: bool,
     batch: usize,
@@ -72,7 +92,7 @@ pub struct ParallelGzEncoder<W: Write> {
 
 impl<W: Write> ParallelGzEncoder<W> {
     pub fn new(inner: W) -> io::Result<Self> {
-        Self::with_pool(inner, None)
+        Self::with_pool(inner, Some(compression_pool()))
     }
 
     /// Like [`new`](Self::new), with batches compressed on `pool` instead of the global pool.
@@ -105,7 +125,7 @@ impl<W: Write> ParallelGzEncoder<W> {
             let members: io::Result<Vec<Vec<u8>>> =
                 blocks.par_iter().map(|b| gzip_member(b)).collect();
             // The receiver is gone only if the writer was dropped mid-layer.
-            let _ = tx.send(members.map(|m| m.concat()));
+            let _ = tx.send(members);
         };
         match &self.pool {
             Some(pool) => pool.spawn(job),
@@ -124,10 +144,12 @@ impl<W: Write> ParallelGzEncoder<W> {
 
     fn write_oldest(&mut self) -> io::Result<()> {
         if let Some(rx) = self.in_flight.pop_front() {
-            let bytes = rx
+            let members = rx
                 .recv()
                 .map_err(|_| io::Error::other("a gzip compression task died"))??;
-            self.inner.write_all(&bytes)?;
+            for member in members {
+                self.inner.write_all(&member)?;
+            }
         }
         Ok(())
     }
