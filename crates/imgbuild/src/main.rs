@@ -16,6 +16,7 @@ use args::{Cli, Command};
 
 fn main() -> ExitCode {
     tune_allocator();
+    size_link_pool();
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
@@ -78,6 +79,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// rattler links packages on rayon's global pool, and its link jobs mostly wait on the file
+/// system (hard links, a symlink probe and an `fsync` of the conda-meta record per package), so
+/// one thread per core leaves the cores idle while they wait: with four per core, a 200-package
+/// install into a fresh staging root takes 0.27 s instead of 0.36 s. Compression has a pool of
+/// its own (imgbuild-layer's `pargz.rs`), so this does not oversubscribe it. `RAYON_NUM_THREADS`
+/// still wins.
+fn size_link_pool() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+        return;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Fails only if the pool was already built, which nothing does before main.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(4 * cores)
+        .build_global();
 }
 
 /// Layer writing allocates and frees 1 MiB blocks by the thousand on several threads. glibc
