@@ -6,7 +6,7 @@
 # rebuild, one small package upgraded, a second environment sharing the big packages, and
 # gzip vs zstd.
 #
-#   bash bench/build.sh
+#   bash bench/build.sh          (ROUNDS=N: full builds of imgbuild and umoci, alternating; default 3)
 #
 # Prints one line per run: what, wall seconds, CPU seconds (user+sys of all children), peak
 # RSS MiB, image size (sum of compressed layer blobs).
@@ -61,8 +61,11 @@ if image != "-":
     m = json.load(open(blob(index["manifests"][0]["digest"])))
     size = f"   image {sum(l['size'] for l in m['layers']) / 2**20:7.1f} MiB in {len(m['layers'])} layers"
 print(f"{label:34} wall {wall:6.2f} s   cpu {ru.ru_utime + ru.ru_stime:6.2f} s   peak RSS {ru.ru_maxrss / 1024:6.1f} MiB{size}", flush=True)
+with open(os.environ["RESULTS"], "a") as out:
+    out.write(json.dumps({"label": label, "wall": wall}) + "\n")
 PY
 }
+export RESULTS=$work/results.jsonl
 
 # py-rattler: solve + install into a directory, relocated to /opt/conda (like imgbuild's staging).
 cat > "$work/install.py" <<PY
@@ -100,12 +103,18 @@ echo "environment: $(grep -c '^  - ' "$work/a.yml") packages from $chan; $(nproc
 # staging root to update in place.
 cold_layers() { rm -rf "$cache/layers" "$cache/environments" "$cache/blobs" "$cache/staging"; }
 
-cold_layers
-measure "imgbuild build (gzip)" "$work/img-gzip" "$bin" build --spec "$work/a.yml" --base scratch --cache-dir "$cache" --output "$work/img-gzip"
+# Full builds: imgbuild and the faster peer alternate for $ROUNDS rounds (this machine's
+# neighbours come and go; a ratio within one round compares like with like), buildah once.
+rounds=${ROUNDS:-3}
+for round in $(seq "$rounds"); do
+  cold_layers
+  rm -rf "$work/img-gzip"
+  measure "imgbuild build (gzip)" "$work/img-gzip" "$bin" build --spec "$work/a.yml" --base scratch --cache-dir "$cache" --output "$work/img-gzip"
+  rm -rf "$work/umoci" && mkdir -p "$work/umoci"
+  measure "py-rattler + umoci insert (gzip)" "$work/umoci/image" bash "$work/umoci.sh" "$work/umoci"
+done
 mkdir -p "$work/buildah"
 measure "py-rattler + buildah commit (gzip)" "$work/buildah/image" bash "$work/buildah.sh" "$work/buildah"
-mkdir -p "$work/umoci"
-measure "py-rattler + umoci insert (gzip)" "$work/umoci/image" bash "$work/umoci.sh" "$work/umoci"
 measure "imgbuild no-op rebuild" "$work/img-noop" "$bin" build --spec "$work/a.yml" --base scratch --cache-dir "$cache" --output "$work/img-noop"
 measure "imgbuild one small package upgraded" "$work/img-up" "$bin" build --spec "$work/a-upgraded.yml" --base scratch --cache-dir "$cache" --output "$work/img-up"
 measure "imgbuild second env (shares big pkgs)" "$work/img-b" "$bin" build --spec "$work/b.yml" --base scratch --cache-dir "$cache" --output "$work/img-b"
@@ -113,8 +122,14 @@ cold_layers
 measure "imgbuild build (zstd)" "$work/img-zstd" "$bin" build --spec "$work/a.yml" --base scratch --cache-dir "$cache" --output "$work/img-zstd" --compression zstd
 
 python3 - "$work" <<'PY'
-import json, os, sys
+import json, os, statistics, sys
 work = sys.argv[1]
+runs = [json.loads(l) for l in open(os.path.join(work, "results.jsonl"))]
+ours = [r["wall"] for r in runs if r["label"] == "imgbuild build (gzip)"]
+umoci = [r["wall"] for r in runs if r["label"] == "py-rattler + umoci insert (gzip)"]
+ratios = [a / b for a, b in zip(ours, umoci)]
+print(f"full build, median of {len(ours)}: imgbuild {statistics.median(ours):.2f} s, umoci {statistics.median(umoci):.2f} s; "
+      f"ratio per round {' '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})")
 def layers(image):
     index = json.load(open(os.path.join(work, image, "index.json")))
     blob = lambda d: os.path.join(work, image, "blobs", *d.split(":"))
