@@ -732,27 +732,22 @@ impl RegistryClient {
             let s = resp.status();
             return Err(self.fail(repository, &format!("blob {digest}"), s, ""));
         }
-        let temp = store.temp_file()?;
-        let path = temp.path().to_path_buf();
+        // Base layers can be gigabytes (CUDA): written past the page cache like built layers.
+        let mut out = store.writer(resp.content_length())?;
+        let path = out.path().to_path_buf();
+        let io_err = |e: std::io::Error| RegistryError::Io {
+            path: path.clone(),
+            message: e.to_string(),
+        };
         let mut hasher = Sha256::new();
-        {
-            use std::io::Write;
-            let mut out = std::io::BufWriter::new(temp.as_file());
-            while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::Transport {
-                registry: self.registry.clone(),
-                message: format!("downloading {digest}: {}", error_chain(&e)),
-            })? {
-                hasher.update(&chunk);
-                out.write_all(&chunk).map_err(|e| RegistryError::Io {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            }
-            out.flush().map_err(|e| RegistryError::Io {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::Transport {
+            registry: self.registry.clone(),
+            message: format!("downloading {digest}: {}", error_chain(&e)),
+        })? {
+            hasher.update(&chunk);
+            std::io::Write::write_all(&mut out, &chunk).map_err(io_err)?;
         }
+        let temp = out.finish().map_err(io_err)?;
         let actual = Digest::from_hasher(hasher);
         if actual != *digest {
             return Err(RegistryError::Unexpected {
