@@ -49,7 +49,7 @@ pub(crate) fn normalize_staging_root(root: &Path) -> Result<(), BuildError> {
             if changed || mode & 0o777 != 0o644 {
                 let mut out = serde_json::to_vec_pretty(&value).expect("JSON value serializes");
                 out.push(b'\n');
-                replace_file(&path, &out)?;
+                rewrite_file(&path, &out)?;
             }
         } else if path.is_file() {
             fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
@@ -57,6 +57,22 @@ pub(crate) fn normalize_staging_root(root: &Path) -> Result<(), BuildError> {
         }
     }
     Ok(())
+}
+
+/// Rewrites `path` with `bytes` in place when it is a file of its own (rattler's fresh
+/// records): no new inode, which on ext4 right after a big deletion costs a scan for inodes
+/// deleted recently. A hard-linked file goes through [`replace_file`]. Not atomic: a build
+/// interrupted here leaves the staging root marked incomplete (see `install.rs`), so it is
+/// wiped, not reused.
+fn rewrite_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(path).map_err(|e| BuildError::io(path, e))?;
+    if !meta.is_file() || meta.nlink() != 1 {
+        return replace_file(path, bytes);
+    }
+    fs::write(path, bytes).map_err(|e| BuildError::io(path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+        .map_err(|e| BuildError::io(path, e))
 }
 
 /// Writes a new file and renames it over `path`: the old one may be a hard link into the
