@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures::future::try_join_all;
-use rattler::install::{ExternalSymlinkPolicy, Installer, Reporter, Transaction};
+use rattler::install::{ExternalSymlinkPolicy, Installer, LinkOptions, Reporter, Transaction};
 use rattler_cache::package_cache::{CacheMetadata, PackageCache};
 use rattler_conda_types::package::{FileMode, PathsJson};
 use rattler_conda_types::{MatchSpec, PrefixRecord, RepoDataRecord};
@@ -161,7 +161,12 @@ pub async fn install(
         records: records.to_vec(),
     };
 
-    let mut installer = Installer::new();
+    let mut installer = Installer::new().with_link_options(LinkOptions {
+        // rattler would otherwise probe with a new symlink for every package: hundreds of inodes
+        // made and deleted, which ext4 then scans past for the inodes the install needs.
+        allow_symbolic_links: Some(can_symlink(root.path())),
+        ..LinkOptions::default()
+    });
     if let Some(on_linked) = on_linked {
         installer.set_reporter(LinkReporter {
             root: root.path().to_path_buf(),
@@ -238,6 +243,15 @@ async fn fetch(
             .await
             .map_err(|e| err(&e))
     }
+}
+
+/// Whether symbolic links can be made in `dir` (what rattler would ask for each package).
+fn can_symlink(dir: &Path) -> bool {
+    let probe = dir.join(".imgbuild-symlink-probe");
+    let _ = std::fs::remove_file(&probe);
+    let ok = std::os::unix::fs::symlink("./", &probe).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    ok
 }
 
 /// Called as each package is linked into the staging root: the root, the package's label
