@@ -616,17 +616,21 @@ fn layers_written_while_installing_equal_layers_written_after() {
     let spec = ctx.spec(&["whereami", "binlib", "hello-py", "bigdata"]);
     let build = |dir: &str| {
         let out = ctx.path(dir);
-        let res = ctx.imgbuild(&[
-            "build",
-            "--log-format",
-            "json",
-            "--spec",
-            spec.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--big-package-threshold",
-            "1MiB",
-        ]);
+        let res = ctx.imgbuild_env(
+            &[
+                "build",
+                "--log-format",
+                "json",
+                "--spec",
+                spec.to_str().unwrap(),
+                "--output",
+                out.to_str().unwrap(),
+                "--big-package-threshold",
+                "1MiB",
+            ],
+            // Why an early layer was not taken is logged at debug level.
+            &[("IMGBUILD_LOG", "info,imgbuild_layer=debug")],
+        );
         assert_ok(&res);
         let log = stderr(&res);
         let how: std::collections::BTreeMap<String, String> = log

@@ -221,20 +221,28 @@ impl Prewritten {
             .expect("lock not poisoned")
             .remove(only)?;
         let early = handle.join().ok()??;
-        let same = early.root == root
-            && early.layer.owners == layer.owners
-            && early.layer.paths == layer.paths
-            && early.layer.recipe == layer.recipe
-            && early
+        let mismatch = if early.root != root {
+            Some("another staging root".to_string())
+        } else if early.layer.owners != layer.owners || early.layer.recipe != layer.recipe {
+            Some("other owners or recipe".to_string())
+        } else if early.layer.paths != layer.paths {
+            Some("other paths (another package claims one of them)".to_string())
+        } else {
+            early
                 .layer
                 .paths
                 .iter()
                 .zip(&early.stamps)
-                .all(|(p, before)| before.is_some() && stamp(&root.join(p)) == *before);
-        if !same {
-            tracing::debug!("early layer for {only} does not match the plan; writing it again");
+                .find(|(p, before)| before.is_none() || stamp(&root.join(p)) != **before)
+                .map(|(p, _)| format!("{} changed since", p.display()))
+        };
+        match mismatch {
+            None => Some(early.written),
+            Some(why) => {
+                tracing::debug!("early layer for {only} not taken ({why}); writing it again");
+                None
+            }
         }
-        same.then_some(early.written)
     }
 }
 

@@ -184,8 +184,9 @@ impl Drop for DirectIo {
     }
 }
 
-/// Writes each chunk with `O_DIRECT`; a file system that refuses (`EINVAL`) gets this chunk and
-/// every later one through the page cache instead.
+/// Writes each chunk with `O_DIRECT`. When that fails — a file system that refuses it
+/// (`EINVAL`), or anything else — this chunk and every later one go through the page cache
+/// instead, which reports the error if it is real (a full disk, an I/O error).
 fn io_thread(
     direct: File,
     fallback: File,
@@ -195,13 +196,10 @@ fn io_thread(
     let mut use_direct = true;
     for Job { mut chunk, offset } in jobs {
         if use_direct {
-            match direct.write_all_at(chunk.filled(), offset) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    use_direct = false;
-                    fallback.write_all_at(chunk.filled(), offset)?;
-                }
-                Err(e) => return Err(e),
+            if let Err(e) = direct.write_all_at(chunk.filled(), offset) {
+                tracing::debug!("O_DIRECT write failed ({e}); writing through the page cache");
+                use_direct = false;
+                fallback.write_all_at(chunk.filled(), offset)?;
             }
         } else {
             fallback.write_all_at(chunk.filled(), offset)?;
