@@ -23,8 +23,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use imgbuild_oci::BlobStore;
+use rattler_conda_types::PrefixRecord;
 
-use crate::ownership::conda_owner;
+use crate::ownership::{conda_owner, read_record};
 use crate::plan::{layer_of, PlannedLayer};
 use crate::write::{write_layer_unremembered, WriteOptions, WrittenLayer};
 
@@ -96,6 +97,12 @@ impl EarlyLayers {
         }
     }
 
+    /// At most `n` early layers written at once (each holds a few MiB of buffers).
+    pub fn with_max_writers(self, n: usize) -> Self {
+        *self.shared.slots.0.lock().expect("lock not poisoned") = n.max(1);
+        self
+    }
+
     /// The package `label` (`name-version-build`, its conda-meta file's stem) is now linked into
     /// `root`, with about `installed_size` bytes. Big packages get their layer started; the
     /// call itself does not wait.
@@ -103,11 +110,22 @@ impl EarlyLayers {
         if installed_size <= self.shared.threshold {
             return;
         }
+        // The record is read now, while it is as rattler wrote it: once linking is over, the
+        // builder rewrites conda-meta in place (without the host's paths), and a thread that
+        // started late could read a half-written file.
+        let record_path = root.join("conda-meta").join(format!("{label}.json"));
+        let record = match read_record(&record_path) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::debug!("no early layer for {label}: {e}");
+                return;
+            }
+        };
         let shared = Arc::clone(&self.shared);
         let (root, name) = (root.to_path_buf(), label.to_string());
         let spawned = std::thread::Builder::new()
             .name("early-layer".into())
-            .spawn(move || shared.write(&root, &name));
+            .spawn(move || shared.write(&root, &name, &record, &record_path));
         match spawned {
             Ok(handle) => {
                 self.running
@@ -130,10 +148,15 @@ impl EarlyLayers {
 }
 
 impl Shared {
-    fn write(&self, root: &Path, label: &str) -> Option<Early> {
+    fn write(
+        &self,
+        root: &Path,
+        label: &str,
+        record: &PrefixRecord,
+        record_path: &Path,
+    ) -> Option<Early> {
         let _slot = self.slot();
-        let record = root.join("conda-meta").join(format!("{label}.json"));
-        let owner = match conda_owner(root, &record) {
+        let owner = match conda_owner(root, record, record_path) {
             Ok(owner) => owner,
             Err(e) => {
                 tracing::debug!("no early layer for {label}: {e}");

@@ -85,7 +85,7 @@ pub fn collect_owners(root: &Path) -> Result<Vec<Owner>, LayerError> {
             .collect();
         records.sort();
         for record_path in records {
-            let (kind, files) = conda_record(root, &record_path)?;
+            let (kind, files) = record_owner(root, &read_record(&record_path)?, &record_path)?;
             let idx = owners.len();
             let paths = files
                 .into_iter()
@@ -147,10 +147,23 @@ pub fn collect_owners(root: &Path) -> Result<Vec<Owner>, LayerError> {
     Ok(owners)
 }
 
-/// The owner one conda-meta record describes, with every file it lists that is installed —
-/// before any other package's claims are taken into account (see [`collect_owners`]).
-pub(crate) fn conda_owner(root: &Path, record_path: &Path) -> Result<Owner, LayerError> {
-    let (kind, paths) = conda_record(root, record_path)?;
+/// Reads a conda-meta record.
+pub(crate) fn read_record(record_path: &Path) -> Result<PrefixRecord, LayerError> {
+    PrefixRecord::from_path(record_path).map_err(|e| LayerError::Record {
+        path: record_path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// The owner a conda-meta record (read from `record_path`) describes, with every file it lists
+/// that is installed — before any other package's claims are taken into account (see
+/// [`collect_owners`]).
+pub(crate) fn conda_owner(
+    root: &Path,
+    record: &PrefixRecord,
+    record_path: &Path,
+) -> Result<Owner, LayerError> {
+    let (kind, paths) = record_owner(root, record, record_path)?;
     let mut owner = Owner {
         kind,
         paths,
@@ -162,11 +175,11 @@ pub(crate) fn conda_owner(root: &Path, record_path: &Path) -> Result<Owner, Laye
 
 /// A conda-meta record's package identity and the files it lists that are installed, in the
 /// record's order.
-fn conda_record(root: &Path, record_path: &Path) -> Result<(OwnerKind, Vec<PathBuf>), LayerError> {
-    let record = PrefixRecord::from_path(record_path).map_err(|e| LayerError::Record {
-        path: record_path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+fn record_owner(
+    root: &Path,
+    record: &PrefixRecord,
+    record_path: &Path,
+) -> Result<(OwnerKind, Vec<PathBuf>), LayerError> {
     let pkg = &record.repodata_record.package_record;
     let mut paths = Vec::new();
     for file in &record.files {

@@ -110,6 +110,37 @@ fn a_big_package_linked_early_is_written_once_and_equals_a_late_write() {
     );
 }
 
+/// Once linking is over, the builder rewrites conda-meta records in place; an early write must
+/// not read its record after that, even when it waits for a writer slot.
+#[test]
+fn the_record_is_read_when_the_package_is_reported_linked() {
+    let (_tmp, root, store, early) = setup();
+    let early = early.with_max_writers(1);
+    install(
+        &root,
+        "big1",
+        &[("lib/big1/weights.bin", bytes(3, 24 << 20))],
+    );
+    install(
+        &root,
+        "big2",
+        &[("lib/big2/weights.bin", bytes(4, 3 << 20))],
+    );
+    let plan = plan_layers(&collect_owners(&root).unwrap(), &plan_options()).unwrap();
+    early.linked(&root, "big1-1.0-0", 24 << 20);
+    // big2's layer waits for big1's to finish while its record is being rewritten.
+    early.linked(&root, "big2-1.0-0", 3 << 20);
+    for name in ["big1", "big2"] {
+        std::fs::write(root.join(format!("conda-meta/{name}-1.0-0.json")), b"").unwrap();
+    }
+    let prewritten = early.finish();
+    let layers = write_layers_with(&root, &plan, &options(), &store, &prewritten).unwrap();
+    for name in ["big1-1.0-0", "big2-1.0-0"] {
+        let layer = layers.iter().find(|l| l.owners == [name]).unwrap();
+        assert!(layer.written_early, "{name}");
+    }
+}
+
 #[test]
 fn a_file_replaced_after_the_early_write_gets_the_layer_written_again() {
     let (tmp, root, store, early) = setup();
