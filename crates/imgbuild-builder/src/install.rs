@@ -255,9 +255,10 @@ fn can_symlink(dir: &Path) -> bool {
 }
 
 /// Called as each package is linked into the staging root: the root, the package's label
-/// (`name-version-build`, the stem of its conda-meta record) and its installed size. Lets
-/// layers of big packages start while the rest is still being linked.
-pub type OnLinked = Arc<dyn Fn(&Path, &str, u64) + Send + Sync>;
+/// (`name-version-build`, the stem of its conda-meta record) and the installed size of every
+/// package of the environment by label (from their `paths.json`). Lets layers of big packages
+/// start while the rest is still being linked.
+pub type OnLinked = Arc<dyn Fn(&Path, &str, &HashMap<String, u64>) + Send + Sync>;
 
 /// `name-version-build`, as in conda-meta file names.
 fn label(record: &RepoDataRecord) -> String {
@@ -284,8 +285,7 @@ impl Reporter for LinkReporter {
 
     fn on_link_complete(&self, index: usize) {
         let label = self.started.lock().expect("lock not poisoned")[index].clone();
-        let size = self.installed_sizes.get(&label).copied().unwrap_or(0);
-        (self.on_linked)(&self.root, &label, size);
+        (self.on_linked)(&self.root, &label, &self.installed_sizes);
     }
 
     fn on_transaction_start(&self, _: &Transaction<PrefixRecord, RepoDataRecord>) {}

@@ -38,8 +38,12 @@ pub struct EarlyLayers {
 struct Shared {
     /// The python label the plan will see (part of every recipe).
     python: String,
-    /// Packages above this many installed bytes get a layer of their own (the plan's).
+    /// Packages above this many installed bytes get a layer of their own (the plan's)...
     threshold: u64,
+    /// ...the `max_big` largest of them, that is; the rest join the groups.
+    max_big: usize,
+    /// Labels of the packages that will get a layer of their own, by installed size.
+    chosen: std::sync::OnceLock<std::collections::HashSet<String>>,
     options: WriteOptions,
     store: BlobStore,
     /// Free writer slots.
@@ -79,8 +83,15 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 impl EarlyLayers {
     /// `python` is the label (`name-version-build`) of the environment's python record, or
-    /// empty; `threshold` the plan's `big_package_threshold`.
-    pub fn new(python: String, threshold: u64, options: WriteOptions, store: BlobStore) -> Self {
+    /// empty; `threshold` the plan's `big_package_threshold` and `max_big` its
+    /// [`max_big_layers`](crate::PlanOptions::max_big_layers).
+    pub fn new(
+        python: String,
+        threshold: u64,
+        max_big: usize,
+        options: WriteOptions,
+        store: BlobStore,
+    ) -> Self {
         // rattler does not link the biggest packages first, so a slot count as small as
         // write_layers' writer count could park the biggest layer behind smaller ones and leave
         // it to run alone at the end; twice that keeps memory bounded (~12 MiB a writer).
@@ -89,6 +100,8 @@ impl EarlyLayers {
             shared: Arc::new(Shared {
                 python,
                 threshold,
+                max_big,
+                chosen: std::sync::OnceLock::new(),
                 options,
                 store,
                 slots: (Mutex::new(writers), Condvar::new()),
@@ -104,10 +117,24 @@ impl EarlyLayers {
     }
 
     /// The package `label` (`name-version-build`, its conda-meta file's stem) is now linked into
-    /// `root`, with about `installed_size` bytes. Big packages get their layer started; the
-    /// call itself does not wait.
-    pub fn linked(&self, root: &Path, label: &str, installed_size: u64) {
-        if installed_size <= self.shared.threshold {
+    /// `root`; `sizes` are the installed sizes of all the environment's packages by label. A
+    /// package the plan will give a layer of its own gets that layer started; the call itself
+    /// does not wait for it.
+    pub fn linked(&self, root: &Path, label: &str, sizes: &HashMap<String, u64>) {
+        // The plan's choice, from the packages' own size lists: over the threshold, and among
+        // the largest the layer budget leaves room for (a layer written early for a package
+        // that then joins a group would be work thrown away).
+        let (threshold, max_big) = (self.shared.threshold, self.shared.max_big);
+        let chosen = self.shared.chosen.get_or_init(|| {
+            let mut big: Vec<(&String, &u64)> =
+                sizes.iter().filter(|(_, &s)| s > threshold).collect();
+            big.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+            big.into_iter()
+                .take(max_big)
+                .map(|(l, _)| l.clone())
+                .collect()
+        });
+        if !chosen.contains(label) {
             return;
         }
         // The record is read now, while it is as rattler wrote it: once linking is over, the

@@ -48,6 +48,22 @@ impl Default for PlanOptions {
     }
 }
 
+impl PlanOptions {
+    /// How many groups the small packages are spread over: a tight --max-layers shrinks the
+    /// groups first (to half the budget at most), so the big packages keep layers of their own.
+    fn groups(&self) -> usize {
+        self.small_groups
+            .min(self.max_layers.saturating_sub(1) / 2)
+            .max(1)
+    }
+
+    /// How many big packages get a layer of their own (the largest, by installed size then
+    /// label): what the budget leaves beside the groups and the environment layer.
+    pub fn max_big_layers(&self) -> usize {
+        self.max_layers.saturating_sub(self.groups() + 1)
+    }
+}
+
 /// One layer to write: the owners it holds and their paths.
 #[derive(Debug, Clone)]
 pub struct PlannedLayer {
@@ -97,12 +113,7 @@ pub fn plan_layers(
     owners: &[Owner],
     options: &PlanOptions,
 ) -> Result<Vec<PlannedLayer>, LayerError> {
-    // A tight --max-layers shrinks the groups first (to half the budget at most), so the big
-    // packages keep layers of their own.
-    let groups = options
-        .small_groups
-        .min(options.max_layers.saturating_sub(1) / 2)
-        .max(1);
+    let groups = options.groups();
     let mut conda: Vec<&Owner> = owners
         .iter()
         .filter(|o| matches!(o.kind, OwnerKind::Conda { .. }))
@@ -126,10 +137,10 @@ pub fn plan_layers(
             needed: groups + 1,
         });
     }
-    if big.len() + groups + 1 > budget {
+    if big.len() > options.max_big_layers() {
         // The largest packages keep their own layers; the rest join the buckets.
         big.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.label().cmp(&b.label())));
-        big.truncate(budget - groups - 1);
+        big.truncate(options.max_big_layers());
         big.sort_by_key(|o| o.label());
     }
     let is_big = |o: &Owner| big.iter().any(|b| std::ptr::eq(*b, o));

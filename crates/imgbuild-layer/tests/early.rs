@@ -1,6 +1,7 @@
 //! Layers written while the environment is still being installed (`EarlyLayers`) are used only
 //! when they are exactly what the plan asks for, made from files that did not change since.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use imgbuild_layer::{
@@ -65,8 +66,22 @@ fn setup() -> (tempfile::TempDir, PathBuf, BlobStore, EarlyLayers) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let store = BlobStore::new(tmp.path().join("store"));
-    let early = EarlyLayers::new(String::new(), THRESHOLD, options(), store.clone());
+    let early = EarlyLayers::new(
+        String::new(),
+        THRESHOLD,
+        plan_options().max_big_layers(),
+        options(),
+        store.clone(),
+    );
     (tmp, root, store, early)
+}
+
+/// Installed sizes by label, as the builder reports them.
+fn sizes(packages: &[(&str, u64)]) -> HashMap<String, u64> {
+    packages
+        .iter()
+        .map(|(name, size)| (format!("{name}-1.0-0"), *size))
+        .collect()
 }
 
 /// Plans and writes `root` as a build does, with what `early` wrote meanwhile.
@@ -93,10 +108,11 @@ fn a_big_package_linked_early_is_written_once_and_equals_a_late_write() {
     let (tmp, root, store, early) = setup();
 
     install(&root, "big", &[("lib/big/weights.bin", bytes(1, 3 << 20))]);
-    early.linked(&root, "big-1.0-0", 3 << 20);
-    // Small packages are left to the plan, whatever they claim.
+    let all = sizes(&[("big", 3 << 20), ("small", 5)]);
+    early.linked(&root, "big-1.0-0", &all);
+    // Small packages are left to the plan.
     install(&root, "small", &[("lib/small.txt", b"small".to_vec())]);
-    early.linked(&root, "small-1.0-0", 5);
+    early.linked(&root, "small-1.0-0", &all);
 
     let layers = write(&root, &store, &early);
     let big = layers.iter().find(|l| l.owners == ["big-1.0-0"]).unwrap();
@@ -127,9 +143,10 @@ fn the_record_is_read_when_the_package_is_reported_linked() {
         &[("lib/big2/weights.bin", bytes(4, 3 << 20))],
     );
     let plan = plan_layers(&collect_owners(&root).unwrap(), &plan_options()).unwrap();
-    early.linked(&root, "big1-1.0-0", 24 << 20);
+    let all = sizes(&[("big1", 24 << 20), ("big2", 3 << 20)]);
+    early.linked(&root, "big1-1.0-0", &all);
     // big2's layer waits for big1's to finish while its record is being rewritten.
-    early.linked(&root, "big2-1.0-0", 3 << 20);
+    early.linked(&root, "big2-1.0-0", &all);
     for name in ["big1", "big2"] {
         std::fs::write(root.join(format!("conda-meta/{name}-1.0-0.json")), b"").unwrap();
     }
@@ -139,6 +156,65 @@ fn the_record_is_read_when_the_package_is_reported_linked() {
         let layer = layers.iter().find(|l| l.owners == [name]).unwrap();
         assert!(layer.written_early, "{name}");
     }
+}
+
+/// Under a tight --max-layers only the largest big packages keep layers of their own; the
+/// others are not written early only to be written again in a group.
+#[test]
+fn only_packages_that_keep_a_layer_of_their_own_are_written_early() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let store = BlobStore::new(tmp.path().join("store"));
+    // 4 layers: 1 group, the environment, and room for 2 big packages.
+    let tight = PlanOptions {
+        max_layers: 4,
+        ..plan_options()
+    };
+    assert_eq!(tight.max_big_layers(), 2);
+    let early = EarlyLayers::new(
+        String::new(),
+        THRESHOLD,
+        tight.max_big_layers(),
+        options(),
+        store.clone(),
+    );
+    let all = sizes(&[
+        ("huge", 5 << 20),
+        ("large", 4 << 20),
+        ("big", 3 << 20),
+        ("tiny", 10),
+    ]);
+    for (name, size) in [
+        ("big", 3 << 20),
+        ("tiny", 10),
+        ("large", 4 << 20),
+        ("huge", 5 << 20),
+    ] {
+        install(&root, name, &[(&format!("lib/{name}.bin"), bytes(5, size))]);
+        early.linked(&root, &format!("{name}-1.0-0"), &all);
+    }
+    let prewritten = early.finish();
+    let plan = plan_layers(&collect_owners(&root).unwrap(), &tight).unwrap();
+    let layers = write_layers_with(&root, &plan, &options(), &store, &prewritten).unwrap();
+    let how: Vec<(String, bool)> = layers
+        .iter()
+        .map(|l| (l.owners.join(" "), l.written_early))
+        .collect();
+    assert_eq!(
+        how,
+        [
+            ("huge-1.0-0".to_string(), true),
+            ("large-1.0-0".to_string(), true),
+            ("big-1.0-0 tiny-1.0-0".to_string(), false),
+            ("environment".to_string(), false),
+        ]
+    );
+    // No blob was written that the image does not use (once every early write is over).
+    drop(prewritten);
+    let blobs = std::fs::read_dir(store.root().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, layers.len());
 }
 
 #[test]
@@ -153,7 +229,11 @@ fn a_file_replaced_after_the_early_write_gets_the_layer_written_again() {
             ("lib/shared.so", b"from big".to_vec()),
         ],
     );
-    early.linked(&root, "big-1.0-0", 3 << 20);
+    early.linked(
+        &root,
+        "big-1.0-0",
+        &sizes(&[("big", 3 << 20), ("zlate", 10)]),
+    );
     let prewritten = early.finish();
     // A package linked later clobbers a path of the big one (rattler replaces the file; "big"
     // sorts first, so it still owns the path in the plan, with the new bytes).
@@ -186,7 +266,11 @@ fn a_path_another_package_claims_first_gets_the_layer_written_again() {
             ("lib/common.h", b"both".to_vec()),
         ],
     );
-    early.linked(&root, "zbig-1.0-0", 3 << 20);
+    early.linked(
+        &root,
+        "zbig-1.0-0",
+        &sizes(&[("zbig", 3 << 20), ("aearly", 4)]),
+    );
     // "aearly" sorts before "zbig": the plan gives it the shared path, so zbig's planned layer
     // has one path fewer than the one written early.
     install(&root, "aearly", &[("lib/common.h", b"both".to_vec())]);

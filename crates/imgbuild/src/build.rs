@@ -711,12 +711,13 @@ async fn build_environment(
     let early = Arc::new(EarlyLayers::new(
         python,
         plan_options.big_package_threshold,
+        plan_options.max_big_layers(),
         write_options.clone(),
         store.clone(),
     ));
     let on_linked: install::OnLinked = {
         let early = Arc::clone(&early);
-        Arc::new(move |root, label, size| early.linked(root, label, size))
+        Arc::new(move |root, label, sizes| early.linked(root, label, sizes))
     };
     let staging = install::install(
         ctx,
