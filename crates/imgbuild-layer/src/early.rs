@@ -94,7 +94,7 @@ impl EarlyLayers {
     ) -> Self {
         // rattler does not link the biggest packages first, so a slot count as small as
         // write_layers' writer count could park the biggest layer behind smaller ones and leave
-        // it to run alone at the end; twice that keeps memory bounded (~12 MiB a writer).
+        // it to run alone at the end; twice that keeps memory bounded (~20 MiB a writer).
         let writers = 2 * (std::thread::available_parallelism().map_or(1, |n| n.get()) + 1);
         Self {
             shared: Arc::new(Shared {
