@@ -87,3 +87,44 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> 
         .map_err(|e| BuildError::io(path, e.error))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> String {
+        format!(
+            r#"{{"name": "{name}", "version": "1", "build": "0", "files": [],
+               "extracted_package_dir": "/host/cache/pkgs/{name}-1-0",
+               "link": {{"source": "/host/cache/pkgs/{name}-1-0", "type": 1}}}}"#
+        )
+    }
+
+    #[test]
+    fn records_lose_host_paths_and_a_hard_linked_one_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join("root/conda-meta");
+        fs::create_dir_all(&meta).unwrap();
+        fs::write(meta.join("own-1-0.json"), record("own")).unwrap();
+        // A record that is a hard link to a file outside the root (as a package cache file
+        // would be): the outside file must keep its bytes.
+        let outside = dir.path().join("outside.json");
+        fs::write(&outside, record("linked")).unwrap();
+        fs::hard_link(&outside, meta.join("linked-1-0.json")).unwrap();
+
+        normalize_staging_root(&dir.path().join("root")).unwrap();
+
+        for name in ["own", "linked"] {
+            let path = meta.join(format!("{name}-1-0.json"));
+            let text = fs::read_to_string(&path).unwrap();
+            assert!(!text.contains("/host/cache"), "{name}: {text}");
+            assert!(
+                text.contains(&format!("\"name\": \"{name}\"")),
+                "{name}: {text}"
+            );
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o644, "{name}");
+        }
+        assert_eq!(fs::read_to_string(&outside).unwrap(), record("linked"));
+    }
+}

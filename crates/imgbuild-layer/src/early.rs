@@ -17,6 +17,7 @@
 //! twice.
 
 use std::collections::HashMap;
+use std::ops::DerefMut;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -32,7 +33,28 @@ use crate::write::{write_layer_unremembered, WriteOptions, WrittenLayer};
 /// Writes layers of big packages as they are linked (see the module docs).
 pub struct EarlyLayers {
     shared: Arc<Shared>,
-    running: Mutex<HashMap<String, JoinHandle<Option<Early>>>>,
+    running: Running,
+}
+
+/// Early writes by package label. Dropped, it waits for them (a build that failed before using
+/// them), so no thread outlives the staging root it reads.
+#[derive(Default)]
+struct Running(Mutex<HashMap<String, JoinHandle<Option<Early>>>>);
+
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<Option<Early>>>> {
+        self.0
+            .lock()
+            .expect("no early writer panicked holding the lock")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for (_, handle) in std::mem::take(self.lock().deref_mut()) {
+            let _ = handle.join();
+        }
+    }
 }
 
 struct Shared {
@@ -106,7 +128,7 @@ impl EarlyLayers {
                 store,
                 slots: (Mutex::new(writers), Condvar::new()),
             }),
-            running: Mutex::new(HashMap::new()),
+            running: Running::default(),
         }
     }
 
@@ -155,10 +177,7 @@ impl EarlyLayers {
             .spawn(move || shared.write(&root, &name, &record, &record_path));
         match spawned {
             Ok(handle) => {
-                self.running
-                    .lock()
-                    .expect("no early writer panicked holding the lock")
-                    .insert(label.to_string(), handle);
+                self.running.lock().insert(label.to_string(), handle);
             }
             // No thread, no early layer: it is written with the others.
             Err(e) => tracing::debug!("no early layer for {label}: {e}"),
@@ -167,9 +186,9 @@ impl EarlyLayers {
 
     /// The layers started so far, for `write_layers_with` (call once linking is over).
     pub fn finish(&self) -> Prewritten {
-        let running = std::mem::take(&mut *self.running.lock().expect("lock not poisoned"));
+        let running = std::mem::take(self.running.lock().deref_mut());
         Prewritten {
-            running: Mutex::new(running),
+            running: Running(Mutex::new(running)),
         }
     }
 }
@@ -238,7 +257,7 @@ impl Drop for SlotGuard<'_> {
 /// Layers written early, waiting to be matched with the plan.
 #[derive(Default)]
 pub struct Prewritten {
-    running: Mutex<HashMap<String, JoinHandle<Option<Early>>>>,
+    running: Running,
 }
 
 impl Prewritten {
@@ -250,11 +269,7 @@ impl Prewritten {
     /// Whether an early write was started for this planned layer.
     pub(crate) fn has(&self, layer: &PlannedLayer) -> bool {
         match layer.owners.as_slice() {
-            [only] => self
-                .running
-                .lock()
-                .expect("lock not poisoned")
-                .contains_key(only),
+            [only] => self.running.lock().contains_key(only),
             _ => false,
         }
     }
@@ -265,11 +280,7 @@ impl Prewritten {
         let [only] = layer.owners.as_slice() else {
             return None;
         };
-        let handle = self
-            .running
-            .lock()
-            .expect("lock not poisoned")
-            .remove(only)?;
+        let handle = self.running.lock().remove(only)?;
         let early = handle.join().ok()??;
         let mismatch = if early.root != root {
             Some("another staging root".to_string())
@@ -292,26 +303,6 @@ impl Prewritten {
                 tracing::debug!("early layer for {only} not taken ({why}); writing it again");
                 None
             }
-        }
-    }
-}
-
-impl Drop for Prewritten {
-    /// Early writes still running (a build that failed before using them) are waited for, so
-    /// no thread outlives the staging root it reads.
-    fn drop(&mut self) {
-        let running = std::mem::take(self.running.get_mut().expect("lock not poisoned"));
-        for (_, handle) in running {
-            let _ = handle.join();
-        }
-    }
-}
-
-impl Drop for EarlyLayers {
-    fn drop(&mut self) {
-        let running = std::mem::take(self.running.get_mut().expect("lock not poisoned"));
-        for (_, handle) in running {
-            let _ = handle.join();
         }
     }
 }

@@ -22,7 +22,7 @@ use imgbuild_oci::{BlobStore, LayerBlob};
 use rattler_conda_types::RepoDataRecord;
 use sha2::{Digest as _, Sha256};
 
-use crate::write::{WriteOptions, WrittenLayer, LAYER_FORMAT_VERSION};
+use crate::write::{LayerOrigin, WriteOptions, WrittenLayer, LAYER_FORMAT_VERSION};
 use crate::PlanOptions;
 
 /// What an environment is built from; see the module docs.
@@ -133,8 +133,7 @@ impl EnvironmentCache {
                     tar_size: l.tar_size,
                     owners: l.owners,
                     dedup_saved: l.dedup_saved,
-                    reused: true,
-                    written_early: false,
+                    origin: LayerOrigin::Reused,
                 })
             })
             .collect::<Option<Vec<_>>>()?;

@@ -28,7 +28,9 @@ pub use early::{EarlyLayers, Prewritten};
 pub use env_cache::{BuiltEnvironment, EnvironmentCache, EnvironmentRecipe};
 pub use ownership::{collect_owners, Owner, OwnerKind};
 pub use plan::{plan_layers, PlanOptions, PlannedLayer};
-pub use write::{write_layers, write_layers_with, WriteOptions, WriteProgress, WrittenLayer};
+pub use write::{
+    write_layers, write_layers_with, LayerOrigin, WriteOptions, WriteProgress, WrittenLayer,
+};
 
 /// Everything that can go wrong while cutting layers.
 #[derive(Debug, thiserror::Error)]

@@ -63,21 +63,27 @@ pub struct WrittenLayer {
     pub owners: Vec<String>,
     /// Bytes not stored again because an identical file was already in the layer.
     pub dedup_saved: u64,
-    /// Taken from the layer cache: no file was read, nothing was compressed.
-    pub reused: bool,
-    /// Written while the environment was still being installed (see `early.rs`).
-    pub written_early: bool,
+    pub origin: LayerOrigin,
 }
 
-impl WrittenLayer {
-    /// How the layer came to be, for logs: `reused`, `written while installing` or `written`.
-    pub fn origin(&self) -> &'static str {
-        if self.reused {
-            "reused"
-        } else if self.written_early {
-            "written while installing"
-        } else {
-            "written"
+/// How a layer came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerOrigin {
+    /// Written after the install, from the staging root.
+    Written,
+    /// Written while the environment was still being installed (see `early.rs`).
+    WrittenWhileInstalling,
+    /// Taken from the layer or environment cache: no file was read, nothing was compressed.
+    Reused,
+}
+
+impl LayerOrigin {
+    /// For logs: `written`, `written while installing` or `reused`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerOrigin::Written => "written",
+            LayerOrigin::WrittenWhileInstalling => "written while installing",
+            LayerOrigin::Reused => "reused",
         }
     }
 }
@@ -131,8 +137,7 @@ fn cached(layer: &PlannedLayer, options: &WriteOptions, store: &BlobStore) -> Op
         tar_size: entry.tar_size,
         owners: layer.owners.clone(),
         dedup_saved: entry.dedup_saved,
-        reused: true,
-        written_early: false,
+        origin: LayerOrigin::Reused,
     })
 }
 
@@ -213,9 +218,9 @@ pub fn write_layers_with(
         let layer = &layers[i];
         if early[i] {
             if let Some(mut written) = prewritten.take(root, layer) {
-                if !written.reused {
+                if written.origin == LayerOrigin::Written {
                     remember(layer, options, &written);
-                    written.written_early = true;
+                    written.origin = LayerOrigin::WrittenWhileInstalling;
                 }
                 return Ok(written);
             }
@@ -277,7 +282,7 @@ pub fn write_layer(
     store: &BlobStore,
 ) -> Result<WrittenLayer, LayerError> {
     let written = write_layer_unremembered(root, layer, options, store)?;
-    if !written.reused {
+    if written.origin == LayerOrigin::Written {
         remember(layer, options, &written);
     }
     Ok(written)
@@ -415,8 +420,7 @@ fn write_layer_uncached(
         tar_size,
         owners: layer.owners.clone(),
         dedup_saved,
-        reused: false,
-        written_early: false,
+        origin: LayerOrigin::Written,
     })
 }
 

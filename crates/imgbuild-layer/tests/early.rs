@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use imgbuild_layer::{
-    collect_owners, plan_layers, write_layers, write_layers_with, EarlyLayers, PlanOptions,
-    WriteOptions, WrittenLayer,
+    collect_owners, plan_layers, write_layers, write_layers_with, EarlyLayers, LayerOrigin,
+    PlanOptions, WriteOptions, WrittenLayer,
 };
 use imgbuild_oci::{BlobStore, Compression};
 
@@ -63,13 +63,18 @@ fn bytes(seed: u8, len: usize) -> Vec<u8> {
 
 /// A temporary directory with a staging root and a blob store in it, and early layers for them.
 fn setup() -> (tempfile::TempDir, PathBuf, BlobStore, EarlyLayers) {
+    setup_for(&plan_options())
+}
+
+/// [`setup`] for a plan with other options.
+fn setup_for(plan: &PlanOptions) -> (tempfile::TempDir, PathBuf, BlobStore, EarlyLayers) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     let store = BlobStore::new(tmp.path().join("store"));
     let early = EarlyLayers::new(
         String::new(),
-        THRESHOLD,
-        plan_options().max_big_layers(),
+        plan.big_package_threshold,
+        plan.max_big_layers(),
         options(),
         store.clone(),
     );
@@ -116,9 +121,12 @@ fn a_big_package_linked_early_is_written_once_and_equals_a_late_write() {
 
     let layers = write(&root, &store, &early);
     let big = layers.iter().find(|l| l.owners == ["big-1.0-0"]).unwrap();
-    assert!(big.written_early, "the early layer was used");
+    assert!(
+        (big.origin == LayerOrigin::WrittenWhileInstalling),
+        "the early layer was used"
+    );
     let small = layers.iter().find(|l| l.owners == ["small-1.0-0"]).unwrap();
-    assert!(!small.written_early);
+    assert!(!(small.origin == LayerOrigin::WrittenWhileInstalling));
     assert_eq!(
         digests(&layers),
         digests(&reference(&root, &tmp.path().join("ref"))),
@@ -154,7 +162,10 @@ fn the_record_is_read_when_the_package_is_reported_linked() {
     let layers = write_layers_with(&root, &plan, &options(), &store, &prewritten).unwrap();
     for name in ["big1-1.0-0", "big2-1.0-0"] {
         let layer = layers.iter().find(|l| l.owners == [name]).unwrap();
-        assert!(layer.written_early, "{name}");
+        assert!(
+            layer.origin == LayerOrigin::WrittenWhileInstalling,
+            "{name}"
+        );
     }
 }
 
@@ -162,22 +173,13 @@ fn the_record_is_read_when_the_package_is_reported_linked() {
 /// others are not written early only to be written again in a group.
 #[test]
 fn only_packages_that_keep_a_layer_of_their_own_are_written_early() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("root");
-    let store = BlobStore::new(tmp.path().join("store"));
     // 4 layers: 1 group, the environment, and room for 2 big packages.
     let tight = PlanOptions {
         max_layers: 4,
         ..plan_options()
     };
     assert_eq!(tight.max_big_layers(), 2);
-    let early = EarlyLayers::new(
-        String::new(),
-        THRESHOLD,
-        tight.max_big_layers(),
-        options(),
-        store.clone(),
-    );
+    let (_tmp, root, store, early) = setup_for(&tight);
     let all = sizes(&[
         ("huge", 5 << 20),
         ("large", 4 << 20),
@@ -198,7 +200,12 @@ fn only_packages_that_keep_a_layer_of_their_own_are_written_early() {
     let layers = write_layers_with(&root, &plan, &options(), &store, &prewritten).unwrap();
     let how: Vec<(String, bool)> = layers
         .iter()
-        .map(|l| (l.owners.join(" "), l.written_early))
+        .map(|l| {
+            (
+                l.owners.join(" "),
+                l.origin == LayerOrigin::WrittenWhileInstalling,
+            )
+        })
         .collect();
     assert_eq!(
         how,
@@ -247,7 +254,10 @@ fn a_file_replaced_after_the_early_write_gets_the_layer_written_again() {
     let plan = plan_layers(&owners, &plan_options()).unwrap();
     let layers = write_layers_with(&root, &plan, &options(), &store, &prewritten).unwrap();
     let big = layers.iter().find(|l| l.owners == ["big-1.0-0"]).unwrap();
-    assert!(!big.written_early, "the stale early layer was not used");
+    assert!(
+        !(big.origin == LayerOrigin::WrittenWhileInstalling),
+        "the stale early layer was not used"
+    );
     assert_eq!(
         digests(&layers),
         digests(&reference(&root, &tmp.path().join("ref")))
@@ -277,7 +287,7 @@ fn a_path_another_package_claims_first_gets_the_layer_written_again() {
 
     let layers = write(&root, &store, &early);
     let big = layers.iter().find(|l| l.owners == ["zbig-1.0-0"]).unwrap();
-    assert!(!big.written_early);
+    assert!(!(big.origin == LayerOrigin::WrittenWhileInstalling));
     assert_eq!(
         digests(&layers),
         digests(&reference(&root, &tmp.path().join("ref")))

@@ -24,9 +24,11 @@ const ALIGN: usize = 4096;
 /// Bytes per direct write; two are in flight while a third fills.
 const CHUNK: usize = 2 << 20;
 /// Blobs smaller than this are written through the page cache: no thread for a config.
-pub(crate) const DIRECT_MIN: u64 = 4 << 20;
+const DIRECT_MIN: u64 = 4 << 20;
 
-/// A chunk-sized, `ALIGN`-aligned buffer (an over-allocated `Vec` and the aligned window in it).
+/// A chunk-sized, `ALIGN`-aligned buffer (an over-allocated `Vec` and the aligned window in it);
+/// the default, empty one only stands in once the last chunk was taken.
+#[derive(Default)]
 struct Chunk {
     buf: Vec<u8>,
     start: usize,
@@ -93,14 +95,7 @@ impl BlobWriter {
     /// Writes what is left and hands back the temporary file, ready for
     /// [`crate::BlobStore::commit`].
     pub fn finish(mut self) -> io::Result<NamedTempFile> {
-        let tail = std::mem::replace(
-            &mut self.current,
-            Chunk {
-                buf: Vec::new(),
-                start: 0,
-                len: 0,
-            },
-        );
+        let tail = std::mem::take(&mut self.current);
         // Let the I/O thread finish before the tail lands beside its last chunk.
         if let Some(mut direct) = self.direct.take() {
             direct.close()?;
@@ -271,6 +266,46 @@ mod tests {
         }
         // A small size hint takes the page-cache path for the whole blob.
         round_trip(dir.path(), 2 * CHUNK + 5, Some(1));
+    }
+
+    /// Runs the I/O thread on `chunks` of 3 KiB patterns, writing through `direct` and
+    /// `fallback`, and returns its result.
+    fn run_io_thread(direct: File, fallback: File, chunks: usize) -> io::Result<()> {
+        let (jobs, incoming) = sync_channel::<Job>(chunks);
+        let (give_back, _free) = sync_channel::<Chunk>(chunks);
+        for i in 0..chunks {
+            let mut chunk = Chunk::new();
+            chunk.spare()[..3072].copy_from_slice(&pattern(3072));
+            chunk.len = 3072;
+            jobs.send(Job {
+                chunk,
+                offset: (i * 3072) as u64,
+            })
+            .unwrap();
+        }
+        drop(jobs);
+        io_thread(direct, fallback, incoming, give_back)
+    }
+
+    #[test]
+    fn a_refused_direct_write_goes_through_the_page_cache_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let fallback = File::create(&path).unwrap();
+        // A handle that cannot write stands for a file system refusing O_DIRECT.
+        let refusing = File::open(&path).unwrap();
+        run_io_thread(refusing, fallback, 3).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), pattern(3072).repeat(3));
+    }
+
+    #[test]
+    fn a_write_error_reaches_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        std::fs::write(&path, b"").unwrap();
+        let err = run_io_thread(File::open(&path).unwrap(), File::open(&path).unwrap(), 2)
+            .expect_err("neither handle can write");
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF), "{err}");
     }
 
     #[test]

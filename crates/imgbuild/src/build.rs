@@ -16,7 +16,7 @@ use imgbuild_builder::{
 use imgbuild_layer::write::write_layer;
 use imgbuild_layer::{
     collect_owners, plan_layers, write_layers_with, BuiltEnvironment, EarlyLayers,
-    EnvironmentCache, EnvironmentRecipe, PlanOptions, PlannedLayer, WriteOptions,
+    EnvironmentCache, EnvironmentRecipe, LayerOrigin, PlanOptions, PlannedLayer, WriteOptions,
 };
 use imgbuild_oci::{archive, image, layout, BaseImage, BlobStore, Compression, RuntimeConfig};
 use rattler_conda_types::{MatchSpec, RepoDataRecord};
@@ -445,7 +445,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
                 digest = %l.blob.digest,
                 size = l.blob.size,
                 holds = %l.owners.join(" "),
-                how = l.origin(),
+                how = l.origin.as_str(),
                 "layer"
             );
         }
@@ -677,7 +677,7 @@ fn write_sbom_layer(
     let written = write_layer(root.path(), &layer, write_options, store)?;
     tracing::info!(
         "SBOM layer {}",
-        if written.reused {
+        if written.origin == LayerOrigin::Reused {
             "reused from the layer cache"
         } else {
             "written"
@@ -765,8 +765,11 @@ async fn build_environment(
         write_layers_with(&root, &plan, &write_options, &store, &prewritten)
     })
     .await??;
-    let reused = layers.iter().filter(|l| l.reused).count();
-    let early = layers.iter().filter(|l| l.written_early).count();
+    let count = |origin| layers.iter().filter(|l| l.origin == origin).count();
+    let (reused, early) = (
+        count(LayerOrigin::Reused),
+        count(LayerOrigin::WrittenWhileInstalling),
+    );
     tracing::info!(
         "layers: {} written ({early} while installing), {} reused from the layer cache, in {:.1?}",
         layers.len() - reused,
