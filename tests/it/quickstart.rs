@@ -10,7 +10,8 @@ fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
 }
 
-fn quickstart_packages() -> Vec<Package> {
+/// The quickstart packages; `hello` is the compiled `examples/quickstart/src/quickstart-hello.c`.
+fn quickstart_packages(hello: Vec<u8>) -> Vec<Package> {
     let text = |s: String, placeholder: bool, executable: bool| Content::File {
         bytes: s.into_bytes(),
         executable,
@@ -20,17 +21,19 @@ fn quickstart_packages() -> Vec<Package> {
         Package {
             name: "quickstart-hello",
             version: "1.0",
-            build: "0",
-            subdir: "noarch",
-            noarch: Some("generic"),
+            build: "1",
+            subdir: "linux-64",
+            noarch: None,
             depends: vec!["quickstart-data >=1.0"],
+            // A static program without libc whose greeting path carries the placeholder, so
+            // the binary is relocated and runs on `--base scratch`.
             files: vec![(
                 "bin/quickstart-hello",
-                text(
-                    format!("#!/bin/sh\n# installed at {PLACEHOLDER}\ncat {PLACEHOLDER}/share/quickstart/greeting.txt\n"),
-                    true,
-                    true,
-                ),
+                Content::File {
+                    bytes: hello,
+                    executable: true,
+                    placeholder: Some(PLACEHOLDER),
+                },
             )],
             entry_points: vec![],
             conda_format: true,
@@ -58,8 +61,23 @@ fn quickstart_packages() -> Vec<Package> {
 #[ignore = "regenerates a committed example; run by hand"]
 fn regenerate_quickstart_channel() {
     let channel = example_dir().join("channel");
+    let tmp = tempfile::tempdir().unwrap();
+    let hello = tmp.path().join("quickstart-hello");
+    sh(&format!(
+        "cc -static -nostdlib -O2 -fno-stack-protector -fno-pie -no-pie \
+         -fno-asynchronous-unwind-tables -Wl,--build-id=none -o {} {}",
+        hello.display(),
+        example_dir().join("src/quickstart-hello.c").display()
+    ));
+    assert!(
+        std::fs::read(&hello)
+            .unwrap()
+            .windows(PLACEHOLDER.len())
+            .any(|w| w == PLACEHOLDER.as_bytes()),
+        "the program must carry the placeholder"
+    );
     let _ = std::fs::remove_dir_all(&channel);
-    for pkg in quickstart_packages() {
+    for pkg in quickstart_packages(std::fs::read(&hello).unwrap()) {
         pkg.write(&channel);
     }
     index(&channel);
@@ -119,14 +137,50 @@ fn quickstart_example_builds_offline_and_validates() {
         out.display()
     ));
     assert!(report.contains("3 passed, 0 failed"), "{report}");
-    let script = layer_entries(&out)
+    // The program's compiled-in path was relocated (NUL-padded, same length)...
+    let program = layer_entries(&out)
         .into_iter()
         .find(|e| e.path == "opt/conda/bin/quickstart-hello")
-        .expect("script in image");
-    let text = String::from_utf8(script.data).unwrap();
+        .expect("program in image");
+    let needle = b"/opt/conda/share/quickstart/greeting.txt\0";
     assert!(
-        text.contains("cat /opt/conda/share/quickstart/greeting.txt"),
-        "{text}"
+        program.data.windows(needle.len()).any(|w| w == needle),
+        "the greeting path was not relocated"
+    );
+    assert!(!program
+        .data
+        .windows(PLACEHOLDER.len())
+        .any(|w| w == PLACEHOLDER.as_bytes()));
+    // ...and a newcomer's first image does something when run: its Cmd prints the greeting.
+    // (Through containers-storage: podman names `oci:` images after their path, which must
+    // be lower-case, and temp dirs are not.)
+    let name = format!(
+        "localhost/imgbuild-it-quickstart-{}:latest",
+        std::process::id()
+    );
+    sh(&format!(
+        "skopeo copy oci:{}:quickstart:latest containers-storage:{name}",
+        out.display()
+    ));
+    let printed = std::process::Command::new("podman")
+        .args(["--runtime", "runc", "run", "--rm", "--network", "none"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            &name,
+        ])
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("podman")
+        .args(["rmi", "-f", &name])
+        .output();
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout),
+        "hello from an imgbuild image\n",
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
     );
 }
 

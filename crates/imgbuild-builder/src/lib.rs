@@ -10,15 +10,19 @@ pub mod activation;
 pub mod download_progress;
 mod error;
 pub mod history;
+mod index_files;
 pub mod install;
 pub mod lock;
 mod normalize;
 pub mod pip;
 pub mod prefix;
+mod pylock;
 pub mod sbom;
 pub mod solve;
 pub mod spec;
 pub mod target;
+pub mod wheel;
+pub mod wheel_fetch;
 
 use std::path::PathBuf;
 

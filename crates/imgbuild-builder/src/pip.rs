@@ -29,6 +29,7 @@ use rattler_conda_types::RepoDataRecord;
 use sha2::{Digest as _, Sha256};
 
 use crate::target::{Target, TargetPlatform};
+use crate::wheel::{NoWheelForTarget, TagsError, TargetTags};
 
 /// A problem with the `pip:` section or with running uv.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,28 @@ pub enum PipError {
         version: String,
         url: String,
     },
+    #[error("resolving the pip: section: {0}")]
+    NoWheel(#[from] NoWheelForTarget),
+    #[error(transparent)]
+    Tags(#[from] TagsError),
+    #[error("uv wrote a pylock.toml imgbuild cannot read: {message}")]
+    Pylock { message: String },
+    #[error("downloading {name} from {url} failed: {message}")]
+    Download {
+        name: String,
+        url: String,
+        message: String,
+    },
+    #[error(
+        "{name}: {url} has sha256 {actual}, but the lock promises {expected}; the file was \
+         not used (a changed upload, a proxy rewriting files, or a stale lock: lock again)"
+    )]
+    HashMismatch {
+        name: String,
+        url: String,
+        expected: String,
+        actual: String,
+    },
     #[error("installing pip packages failed:\n{message}")]
     Install { message: String },
     #[error("{path}: {message}")]
@@ -84,7 +107,7 @@ pub enum PipError {
 }
 
 impl PipError {
-    fn io(path: &Path, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> Self {
         PipError::Io {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -181,10 +204,10 @@ impl PipRequirements {
                 line: line.to_string(),
             });
         }
-        if line.starts_with('.') || line.starts_with('/') || line.starts_with("file:") {
-            return Err(err(
-                "local paths are not installed from an image spec; publish the package to an index or pin a wheel URL",
-            ));
+        if let Some(location) = local_location(line) {
+            let requirement = local_wheel(location, dir).map_err(|m| err(&m))?;
+            self.requirements.push(requirement);
+            return Ok(());
         }
         let name_end = line
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
@@ -235,6 +258,49 @@ fn join_continuations(text: &str) -> Vec<String> {
         out.push(current);
     }
     out
+}
+
+/// The location of a line that names a local file: `./x.whl`, `/abs/x.whl`, `dist/x.whl`,
+/// `file:///abs/x.whl`, optionally after `name @ `.
+fn local_location(line: &str) -> Option<&str> {
+    let location = line.split_once(" @ ").map_or(line, |(_, l)| l).trim();
+    let local = location.starts_with('.')
+        || location.starts_with('/')
+        || location.starts_with("file:")
+        || (!location.contains("://") && location.ends_with(".whl"));
+    local.then_some(location)
+}
+
+/// A local wheel file as the requirement uv gets: `name @ file:///abs/path.whl`. Directories
+/// and source archives are refused: they would be built on this machine.
+fn local_wheel(location: &str, dir: &Path) -> Result<String, String> {
+    let path = match location.strip_prefix("file:") {
+        Some(_) => url::Url::parse(location)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .ok_or_else(|| format!("'{location}' is not a file URL with an absolute path"))?,
+        None => dir.join(location),
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !file_name.ends_with(".whl") {
+        return Err(
+            "only local wheel files (*.whl) are installed from a path; a source tree or archive \
+             would be built on this machine. Build a wheel and list it, or publish the package"
+                .to_string(),
+        );
+    }
+    let wheel: uv_distribution_filename::WheelFilename = file_name
+        .parse()
+        .map_err(|e| format!("'{file_name}' is not a wheel file name: {e}"))?;
+    let path = path
+        .canonicalize()
+        .map_err(|e| format!("cannot read the wheel {}: {e}", path.display()))?;
+    let url = url::Url::from_file_path(&path)
+        .map_err(|()| format!("{} is not an absolute path", path.display()))?;
+    Ok(format!("{} @ {url}", wheel.name))
 }
 
 fn is_vcs(line: &str) -> bool {
@@ -299,6 +365,12 @@ pub struct PipTarget {
     pub platform: TargetPlatform,
     /// `3.11`.
     pub python: String,
+    /// `(3, 11)`.
+    pub python_version: (u8, u8),
+    /// A free-threaded CPython build (`python_abi … *_cp313t`): `cp313t` wheels only.
+    pub free_threaded: bool,
+    /// The `N` of `manylinux_2_N`: the target glibc's minor version.
+    pub manylinux_minor: u16,
     /// uv's `--python-platform`, e.g. `x86_64-manylinux_2_28`.
     pub uv_platform: String,
     /// Source distributions may be built (on this machine, with the environment's Python);
@@ -307,7 +379,7 @@ pub struct PipTarget {
 }
 
 /// The manylinux levels uv knows as `--python-platform` values.
-const MANYLINUX_MINORS: std::ops::RangeInclusive<u64> = 17..=40;
+const MANYLINUX_MINORS: std::ops::RangeInclusive<u16> = 17..=40;
 
 impl PipTarget {
     /// From the solved records (their `python`) and the target (its architecture and glibc).
@@ -317,13 +389,16 @@ impl PipTarget {
             .find(|r| r.package_record.name.as_normalized() == "python")
             .ok_or(PipError::NoPython)?;
         let version = python.package_record.version.to_string();
-        let mut parts = version.split('.');
-        let python = match (parts.next(), parts.next()) {
-            (Some(major), Some(minor)) => format!("{major}.{minor}"),
+        let mut parts = version.split('.').map(|p| p.parse::<u8>());
+        let python_version = match (parts.next(), parts.next()) {
+            (Some(Ok(major)), Some(Ok(minor))) => (major, minor),
             _ => return Err(PipError::NoPython),
         };
+        // conda-forge marks free-threaded CPython in the build string (`…_cp313t`).
+        let build = python.package_record.build.to_string();
+        let free_threaded = build.ends_with('t') && build.contains("_cp");
         let glibc = target.glibc.to_string();
-        let minor: u64 = glibc
+        let minor: u16 = glibc
             .split('.')
             .nth(1)
             .and_then(|m| m.parse().ok())
@@ -336,10 +411,32 @@ impl PipTarget {
         };
         Ok(Self {
             platform: target.platform,
-            python,
+            python: format!("{}.{}", python_version.0, python_version.1),
+            python_version,
+            free_threaded,
+            manylinux_minor: minor,
             uv_platform: format!("{arch}-manylinux_2_{minor}"),
             allow_sdist: false,
         })
+    }
+
+    /// The PEP 425 tags this target accepts, in priority order.
+    pub fn tags(&self) -> Result<TargetTags, PipError> {
+        Ok(TargetTags::new(
+            self.platform,
+            self.manylinux_minor,
+            self.python_version,
+            self.free_threaded,
+        )?)
+    }
+
+    /// uv's `--python-version`: `3.11`, or `3.13t` for a free-threaded build.
+    fn uv_python_version(&self) -> String {
+        if self.free_threaded {
+            format!("{}t", self.python)
+        } else {
+            self.python.clone()
+        }
     }
 
     /// Lets source distributions be built (`--allow-sdist`): refused unless this machine runs
@@ -407,7 +504,7 @@ impl Uv {
         cmd.args(["pip", subcommand, "--no-config", "--color", "never"])
             .arg("--cache-dir")
             .arg(&self.cache_dir)
-            .args(["--python-version", &target.python])
+            .args(["--python-version", &target.uv_python_version()])
             .args(["--python-platform", &target.uv_platform])
             .env("UV_PYTHON_DOWNLOADS", "never")
             .env_remove("UV_INDEX_URL")
@@ -532,7 +629,13 @@ pub fn resolve(
     }
     let out = run(cmd)?;
     if !out.status.success() {
-        let message = explain_failure(&String::from_utf8_lossy(&out.stderr), conda);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let mut message = explain_failure(&stderr, conda);
+        message.push_str(&crate::index_files::explain_missing_wheels(
+            &stderr,
+            reqs.index_url.as_deref(),
+            &target.tags()?,
+        ));
         return Err(PipError::Resolve {
             platform: target.uv_platform.clone(),
             python: target.python.clone(),
@@ -540,11 +643,7 @@ pub fn resolve(
         });
     }
     let text = fs::read_to_string(&output).map_err(|e| PipError::io(&output, e))?;
-    parse_pylock(&text).map_err(|message| PipError::Resolve {
-        platform: target.uv_platform.clone(),
-        python: target.python.clone(),
-        message: format!("uv wrote a pylock.toml imgbuild cannot read: {message}"),
-    })
+    crate::pylock::packages(&text, work.path(), &target.tags()?)
 }
 
 /// A wheel holding only the `.dist-info` of `name` `version` (no files, no dependencies): how
@@ -639,51 +738,6 @@ fn run(mut cmd: Command) -> Result<std::process::Output, PipError> {
     })
 }
 
-/// The packages of a PEP 751 lock that uv wrote for one platform: one wheel each.
-fn parse_pylock(text: &str) -> Result<Vec<PipPackage>, String> {
-    let doc: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
-    let mut out = Vec::new();
-    for pkg in doc
-        .get("packages")
-        .and_then(|p| p.as_array())
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let s = |k: &str| pkg.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        let name = s("name").ok_or("a package without a name")?;
-        let version = s("version").ok_or(format!("{name}: no version"))?;
-        let wheels = pkg
-            .get("wheels")
-            .and_then(|w| w.as_array())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let wheel = match (wheels, pkg.get("sdist")) {
-            ([wheel], _) => wheel,
-            ([], Some(sdist)) => sdist,
-            ([], None) => return Err(format!("{name}: neither a wheel nor an sdist")),
-            (many, _) => return Err(format!("{name}: {} wheels, expected one", many.len())),
-        };
-        let url = wheel
-            .get("url")
-            .and_then(|u| u.as_str())
-            .ok_or(format!("{name}: wheel without a URL"))?;
-        let sha256 = wheel
-            .get("hashes")
-            .and_then(|h| h.get("sha256"))
-            .and_then(|h| h.as_str())
-            .ok_or(format!("{name}: wheel without a sha256"))?;
-        out.push(PipPackage {
-            name: normalize_name(&name),
-            version,
-            url: url.to_string(),
-            sha256: sha256.to_string(),
-            license: None,
-        });
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// The license a wheel's `METADATA` declares: `License-Expression` (PEP 639), else a
 /// one-line `License`, else the first `License ::` classifier's last part.
 pub fn metadata_license(metadata: &str) -> Option<String> {
@@ -708,20 +762,30 @@ pub fn metadata_license(metadata: &str) -> Option<String> {
         })
 }
 
-/// Installs exactly `packages` into the staging `root` of an environment whose final prefix
-/// is `prefix`. With `compile`, byte-compiles them with the environment's own Python
-/// (unchecked-hash pycs, deterministic), which needs a target the host can run.
+/// Installs exactly `packages` (their files already fetched: `files[i]` is `packages[i]`'s,
+/// see [`crate::wheel_fetch`]) into the staging `root` of an environment whose final prefix is
+/// `prefix`, and returns them with the license each one's `METADATA` declares. With `compile`,
+/// byte-compiles them with the environment's own Python (unchecked-hash pycs, deterministic),
+/// which needs a target the host can run.
+///
+/// uv unpacks each wheel once into its cache and hard-links the files from there (the cache and
+/// the staging roots are on one file system, under the cache directory), so a 4.6 GB CUDA
+/// environment is linked, not copied. Nothing in the staging root is written in place
+/// afterwards (see [`write_replacing`]), so the cache's files stay as uv unpacked them.
+#[allow(clippy::too_many_arguments)]
 pub fn install(
     uv: &Uv,
     packages: &[PipPackage],
+    files: &[PathBuf],
     target: &PipTarget,
     root: &Path,
     prefix: &str,
     compile: bool,
-) -> Result<(), PipError> {
+) -> Result<Vec<PipPackage>, PipError> {
     if packages.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
+    assert_eq!(packages.len(), files.len(), "one file per package");
     if compile && target.platform != TargetPlatform::host() {
         return Err(PipError::Install {
             message: format!(
@@ -748,13 +812,17 @@ pub fn install(
         .tempdir_in(root.parent().unwrap_or(root))
         .map_err(|e| PipError::io(root, e))?;
     let reqs = work.path().join("requirements.txt");
-    write_lines(
-        &reqs,
-        &packages
-            .iter()
-            .map(|p| format!("{} @ {} --hash=sha256:{}", p.name, p.url, p.sha256))
-            .collect::<Vec<_>>(),
-    )?;
+    let lines = packages
+        .iter()
+        .zip(files)
+        .map(|(p, file)| {
+            let url = url::Url::from_file_path(file).map_err(|()| PipError::Install {
+                message: format!("{}: {} is not an absolute path", p.name, file.display()),
+            })?;
+            Ok(format!("{} @ {url} --hash=sha256:{}", p.name, p.sha256))
+        })
+        .collect::<Result<Vec<_>, PipError>>()?;
+    write_lines(&reqs, &lines)?;
     let tree = work.path().join("target");
     let mut cmd = uv.pip("install", target, &PipRequirements::default());
     if target.allow_sdist {
@@ -765,9 +833,11 @@ pub fn install(
         "--no-deps",
         "--require-hashes",
         "--link-mode",
-        "copy",
+        "hardlink",
         "--quiet",
     ])
+    // uv falls back to copying where hard links fail (another file system); that is fine.
+    .env("UV_NO_WARN_LINK_MODE", "1")
     .arg("--target")
     .arg(&tree)
     .arg("-r")
@@ -778,11 +848,39 @@ pub fn install(
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
+    let installed = with_licenses(packages, &tree)?;
     let moved = move_into_prefix(&tree, &site, root, prefix, &target.site_packages())?;
     if compile {
         compile_pyc(root, prefix, &site, &target.python, &moved)?;
     }
-    Ok(())
+    Ok(installed)
+}
+
+/// `packages` with the license each `.dist-info/METADATA` in uv's `tree` declares.
+fn with_licenses(packages: &[PipPackage], tree: &Path) -> Result<Vec<PipPackage>, PipError> {
+    let mut licenses = BTreeMap::new();
+    for entry in read_dir_sorted(tree)? {
+        let Some(dist) = entry
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".dist-info"))
+        else {
+            continue;
+        };
+        let metadata = entry.join("METADATA");
+        let text = fs::read(&metadata).map_err(|e| PipError::io(&metadata, e))?;
+        let name = normalize_name(dist.split('-').next().unwrap_or_default());
+        if let Some(license) = metadata_license(&String::from_utf8_lossy(&text)) {
+            licenses.insert(name, license);
+        }
+    }
+    Ok(packages
+        .iter()
+        .map(|p| PipPackage {
+            license: licenses.get(&p.name).cloned(),
+            ..p.clone()
+        })
+        .collect())
 }
 
 /// Moves uv's `--target` tree into place: `bin/` to `<root>/bin` with rewritten shebangs,
@@ -845,6 +943,12 @@ fn move_into_prefix(
             });
         }
         if name.ends_with(".dist-info") {
+            for file in LOCAL_INSTALL_RECORDS {
+                let path = entry.join(file);
+                if path.exists() {
+                    fs::remove_file(&path).map_err(|e| PipError::io(&path, e))?;
+                }
+            }
             fix_record(&entry.join("RECORD"), &scripts, &up)?;
         }
         fs::rename(&entry, &dest).map_err(|e| PipError::io(&dest, e))?;
@@ -852,6 +956,13 @@ fn move_into_prefix(
     }
     Ok(moved)
 }
+
+/// What uv writes into a `.dist-info` when it installs from a local file, as it does from
+/// imgbuild's wheel cache: where it came from (PEP 610 `direct_url.json`, a host path) and
+/// uv's cache bookkeeping (`uv_cache.json`, with the file's mtime). Both differ on every
+/// machine; they are removed with their RECORD rows. The lock and the SBOM say where each
+/// wheel came from.
+const LOCAL_INSTALL_RECORDS: [&str; 2] = ["direct_url.json", "uv_cache.json"];
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, PipError> {
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)
@@ -912,7 +1023,8 @@ fn record_hash(bytes: &[u8]) -> String {
 }
 
 /// Rewrites the `bin/…` rows of a RECORD uv wrote for `--target` to where the scripts now are
-/// (`../../../bin/…` from site-packages) with their new hash and size.
+/// (`../../../bin/…` from site-packages) with their new hash and size, and drops the rows of
+/// the removed [`LOCAL_INSTALL_RECORDS`].
 fn fix_record(
     record: &Path,
     scripts: &BTreeMap<String, (String, u64)>,
@@ -922,13 +1034,38 @@ fn fix_record(
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let path = record_row_path(line);
+        let file = path
+            .trim_matches('"')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        if path.contains(".dist-info/") && LOCAL_INSTALL_RECORDS.contains(&file) {
+            continue;
+        }
         match scripts.get(path.trim_matches('"')) {
             Some((hash, size)) => out.push_str(&format!("{up}{path},{hash},{size}")),
             None => out.push_str(line),
         }
         out.push('\n');
     }
-    fs::write(record, out).map_err(|e| PipError::io(record, e))
+    write_replacing(record, out.as_bytes())
+}
+
+/// Writes `bytes` as a new file at `path` (temp file + rename), never through an existing
+/// one: files uv installed may be hard links into its cache.
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), PipError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| PipError::io(dir, e))?;
+    temp.write_all(bytes).map_err(|e| PipError::io(path, e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        temp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(|e| PipError::io(path, e))?;
+    }
+    temp.persist(path)
+        .map_err(|e| PipError::io(path, e.error))?;
+    Ok(())
 }
 
 /// Byte-compiles the moved packages with the environment's Python: unchecked-hash pycs (no
@@ -1002,7 +1139,7 @@ fn compile_pyc(
         if !extra.is_empty() {
             let mut all = text;
             all.push_str(&extra);
-            fs::write(&record, all).map_err(|e| PipError::io(&record, e))?;
+            write_replacing(&record, all.as_bytes())?;
         }
     }
     Ok(())
@@ -1055,8 +1192,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("version control"), "{e}");
-        assert!(parse(&["./local"]).is_err());
+        let e = parse(&["./local"]).unwrap_err().to_string();
+        assert!(e.contains("only local wheel files"), "{e}");
+        let e = parse(&["./missing-1.0-py3-none-any.whl"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot read the wheel /spec/./missing-1.0-py3-none-any.whl"),
+            "{e}"
+        );
         assert!(parse(&["--no-binary :all:"]).is_err());
+    }
+
+    #[test]
+    fn local_wheels_become_file_urls_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("dist")).unwrap();
+        let wheel = dir.path().join("dist/Foo_Bar-1.0-2-py3-none-any.whl");
+        fs::write(&wheel, b"PK").unwrap();
+        let spec = dir.path().join("environment.yml");
+        let url = url::Url::from_file_path(wheel.canonicalize().unwrap()).unwrap();
+        for line in [
+            "./dist/Foo_Bar-1.0-2-py3-none-any.whl".to_string(),
+            "dist/Foo_Bar-1.0-2-py3-none-any.whl".to_string(),
+            format!("foo-bar @ {url}"),
+            url.to_string(),
+        ] {
+            let r = PipRequirements::parse(std::slice::from_ref(&line), &spec).unwrap();
+            assert_eq!(r.requirements, [format!("foo-bar @ {url}")], "{line}");
+        }
+        let e = PipRequirements::parse(&["./dist/foo-1.0.tar.gz".to_string()], &spec)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only local wheel files"), "{e}");
     }
 
     #[test]
@@ -1159,7 +1327,7 @@ mod tests {
         let record = dir.path().join("RECORD");
         fs::write(
             &record,
-            "tqdm/__init__.py,sha256=abc,10\nbin/tqdm,sha256=old,5\ntqdm-1.dist-info/RECORD,,\n",
+            "tqdm/__init__.py,sha256=abc,10\nbin/tqdm,sha256=old,5\ntqdm-1.dist-info/direct_url.json,sha256=x,9\ntqdm-1.dist-info/uv_cache.json,sha256=y,9\ntqdm-1.dist-info/RECORD,,\n",
         )
         .unwrap();
         let mut scripts = BTreeMap::new();

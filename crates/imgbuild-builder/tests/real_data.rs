@@ -308,3 +308,94 @@ async fn pytorch_2_0_1_with_cuda_11_8_from_the_real_pytorch_channel() {
         find(lib);
     }
 }
+
+/// Every real environment file's `pip:` section, resolved against PyPI by uv for linux-64 with
+/// a stand-in `python` record of the version the file asks for: each either resolves to one
+/// file per package (a wheel that fits, or a named source distribution) or fails with uv's
+/// reason plus imgbuild's (which package, which target tag, which wheels the index has), and
+/// never with a "cannot read" of uv's own output. Needs uv (`IMGBUILD_UV`) and PyPI.
+#[test]
+fn real_pip_sections_resolve_or_fail_with_a_specific_reason() {
+    use imgbuild_builder::pip::{self, PipRequirements, Uv};
+    use rattler_conda_types::{PackageName, PackageRecord, RepoDataRecord, VersionWithSource};
+
+    let uv_path = std::env::var_os("IMGBUILD_UV").map(PathBuf::from);
+    let cache = tempfile::tempdir().unwrap();
+    let uv = Uv::find(uv_path.as_deref(), cache.path())
+        .expect("uv is needed: .ci/run installs it and sets IMGBUILD_UV");
+    let target = Target::new(TargetPlatform::LinuxAmd64, None, None).unwrap();
+    let mut outcomes = Vec::new();
+    for entry in std::fs::read_dir(data().join("envs")).unwrap() {
+        let path = entry.unwrap().path();
+        let spec = EnvSpec::from_path(&path).unwrap();
+        if spec.pip.is_empty() {
+            continue;
+        }
+        let python = spec
+            .dependencies
+            .iter()
+            .find(|d| {
+                d.name
+                    .as_exact()
+                    .is_some_and(|n| n.as_normalized() == "python")
+            })
+            .and_then(|d| d.version.as_ref())
+            .map(|v| {
+                v.to_string()
+                    .trim_start_matches("==")
+                    .trim_end_matches(".*")
+                    .to_string()
+            })
+            .expect("a python pin");
+        let mut record = PackageRecord::new(
+            PackageName::new_unchecked("python"),
+            python.parse::<VersionWithSource>().unwrap(),
+            "h0_cpython".parse().unwrap(),
+        );
+        record.subdir = "linux-64".into();
+        let records = [RepoDataRecord {
+            package_record: record,
+            identifier: format!("python-{python}-h0_cpython.conda").parse().unwrap(),
+            url: url::Url::parse("https://example.invalid/python.conda").unwrap(),
+            channel: None,
+        }];
+        let reqs = PipRequirements::parse(&spec.pip, &spec.path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        match pip::resolve_for(&uv, &reqs, &records, &target, false) {
+            Ok(packages) => {
+                assert!(!packages.is_empty(), "{name}");
+                for p in &packages {
+                    assert_eq!(p.sha256.len(), 64, "{name}: {p:?}");
+                    assert!(
+                        p.url.ends_with(".whl"),
+                        "{name}: {} is not a wheel: {}",
+                        p.name,
+                        p.url
+                    );
+                }
+                outcomes.push(format!(
+                    "{name}: python {python}, {} wheels",
+                    packages.len()
+                ));
+            }
+            Err(e) => {
+                let text = e.to_string();
+                assert!(!text.contains("cannot read"), "{name}: {text}");
+                // uv's reason, and imgbuild's line naming the package without a wheel.
+                assert!(
+                    text.contains("No solution found")
+                        && text.contains("has no wheel for the target (cp3"),
+                    "{name}: not a specific reason: {text}"
+                );
+                outcomes.push(format!(
+                    "{name}: python {python}, refused: {}",
+                    text.lines()
+                        .rfind(|l| l.contains("has no wheel"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    eprintln!("{}", outcomes.join("\n"));
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+}

@@ -12,9 +12,12 @@
 //! * the imgbuild version and [`crate::write::LAYER_FORMAT_VERSION`] (a newer imgbuild may
 //!   write other bytes).
 //!
-//! Its value: the written layers (digests, sizes, owners) and the baked activation. A hit is
-//! used only if every layer blob is still in the store; anything unreadable is a miss.
+//! Its value: the written layers (digests, sizes, owners), the baked activation and what the
+//! SBOM needs to know of the pip packages (their licenses, read from `METADATA` at install
+//! time), so a hit reads no layer back. A hit is used only if every layer blob is still in
+//! the store; anything unreadable is a miss.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
@@ -73,6 +76,9 @@ pub struct BuiltEnvironment {
     pub layers: Vec<WrittenLayer>,
     pub path_prepend: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// The license each pip distribution's `METADATA` declares, by normalized name (those
+    /// that declare one).
+    pub pip_licenses: BTreeMap<String, String>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -80,6 +86,7 @@ struct Entry {
     layers: Vec<EntryLayer>,
     path_prepend: Vec<String>,
     env: Vec<(String, String)>,
+    pip_licenses: BTreeMap<String, String>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -141,6 +148,7 @@ impl EnvironmentCache {
             layers,
             path_prepend: entry.path_prepend,
             env: entry.env,
+            pip_licenses: entry.pip_licenses,
         })
     }
 
@@ -163,6 +171,7 @@ impl EnvironmentCache {
                 .collect(),
             path_prepend: built.path_prepend.clone(),
             env: built.env.clone(),
+            pip_licenses: built.pip_licenses.clone(),
         };
         crate::write::remember_entry(&self.path(key), &entry, "environment");
     }

@@ -10,6 +10,7 @@ use imgbuild_builder::download_progress::DownloadProgress;
 use imgbuild_builder::pip::{self, PipPackage, PipRequirements, PipTarget, Uv};
 use imgbuild_builder::sbom::{self, BaseImageRef, SbomFormat, SbomInput};
 use imgbuild_builder::spec::ImageOptions;
+use imgbuild_builder::wheel_fetch::WheelCache;
 use imgbuild_builder::{
     install, lock, solve, Context, EnvSpec, InstallPrefix, Target, TargetPlatform,
 };
@@ -118,6 +119,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
     let mut ctx = Context::new(cache_dir.clone())?;
     let downloads = std::sync::Arc::new(DownloadProgress::default());
     ctx.download_progress = Some(downloads.clone());
+    let wheel_downloads = std::sync::Arc::new(DownloadProgress::default());
     let store = BlobStore::new(&cache_dir);
     let base = match base_ref {
         Base::Scratch => None,
@@ -301,6 +303,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
     }
     .key();
     let env_cache = EnvironmentCache::new(cache_dir.join("environments"));
+    let mut pip_time = std::time::Duration::ZERO;
     let environment = match env_cache.get(&env_key, &write_options, &store) {
         Some(hit) => {
             tracing::info!(
@@ -317,15 +320,20 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
                 .map(|layers| {
                     vec![
                         ("downloading", crate::progress::downloads(&downloads)),
+                        (
+                            "downloading wheels",
+                            crate::progress::downloads(&wheel_downloads),
+                        ),
                         ("writing layers", crate::progress::transfer(&layers)),
                     ]
                 })
                 .and_then(|sources| progress.bytes(sources));
-            let built = build_environment(
+            let (built, pip) = build_environment(
                 &ctx,
                 &records,
                 &requested,
                 pip_step.as_ref(),
+                &wheel_downloads,
                 &prefix,
                 platform,
                 &plan_options,
@@ -333,6 +341,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
                 &store,
             )
             .await?;
+            pip_time = pip;
             env_cache.put(&env_key, &built);
             built
         }
@@ -347,7 +356,19 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
             human(bytes)
         );
     }
-    stages.mark("environment");
+    let wheels = wheel_downloads
+        .packages
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if wheels > 0 {
+        let bytes = wheel_downloads
+            .done
+            .load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            "downloaded {wheels} wheels ({}, {bytes} bytes)",
+            human(bytes)
+        );
+    }
+    stages.mark_excluding("environment", &[("pip", pip_time)]);
     progress.stage("writing the image");
     let mut layers = environment.layers;
 
@@ -361,7 +382,15 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         name: base_str.clone(),
         digest: b.manifest_digest.to_string(),
     });
-    let pip_packages = with_pip_licenses(pip_packages, &layers, &store)?;
+    // Licenses as the wheels' METADATA declared them at install time (kept with the
+    // environment cache entry, so a cached environment reads no layer back).
+    let pip_packages: Vec<PipPackage> = pip_packages
+        .into_iter()
+        .map(|p| PipPackage {
+            license: environment.pip_licenses.get(&p.name).cloned(),
+            ..p
+        })
+        .collect();
     let sbom = sbom::render(
         &SbomInput {
             name: &format!("conda environment at {prefix}"),
@@ -451,7 +480,9 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         }
         tracing::info!(
             digest = %built.manifest_digest,
-            packages = records.len(),
+            packages = records.len() + pip_packages.len(),
+            conda_packages = records.len(),
+            pip_packages = pip_packages.len(),
             layers = layers.len(),
             compressed_bytes = compressed,
             deduplicated_bytes = saved,
@@ -473,8 +504,8 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         }
     }
     eprintln!(
-        "built {} packages into {} layers ({} compressed{}) in {:.1?}{}{}",
-        records.len(),
+        "built {} into {} layers ({} compressed{}) in {:.1?}{}{}",
+        package_counts(records.len(), pip_packages.len()),
         layers.len(),
         human(compressed),
         if saved > 0 {
@@ -531,9 +562,38 @@ impl Stages {
 
     /// Ends the stage called `name` now.
     fn mark(&mut self, name: &'static str) {
+        self.mark_excluding(name, &[]);
+    }
+
+    /// Ends the stage called `name` now, reporting the parts of it in `parts` (that took
+    /// any time) as stages of their own after it.
+    fn mark_excluding(
+        &mut self,
+        name: &'static str,
+        parts: &[(&'static str, std::time::Duration)],
+    ) {
         let now = Instant::now();
-        self.done.push((name, now - self.last));
+        let inner: std::time::Duration = parts.iter().map(|(_, d)| *d).sum();
+        self.done
+            .push((name, (now - self.last).saturating_sub(inner)));
+        self.done
+            .extend(parts.iter().filter(|(_, d)| !d.is_zero()).copied());
         self.last = now;
+    }
+}
+
+/// `3 conda packages and 12 pip packages`, or `3 packages` without pip.
+fn package_counts(conda: usize, pip: usize) -> String {
+    let n =
+        |count: usize, what: &str| format!("{count} {what}{}", if count == 1 { "" } else { "s" });
+    if pip == 0 {
+        n(conda, "package")
+    } else {
+        format!(
+            "{} and {}",
+            n(conda, "conda package"),
+            n(pip, "pip package")
+        )
     }
 }
 
@@ -618,36 +678,6 @@ fn parse_size(s: &str) -> Result<u64> {
     Ok(n * mult)
 }
 
-/// `packages` with the licenses their installed `METADATA` declares, read back from the pip
-/// layers (they may come from the environment cache, where no staging root is left).
-fn with_pip_licenses(
-    mut packages: Vec<PipPackage>,
-    layers: &[imgbuild_layer::WrittenLayer],
-    store: &BlobStore,
-) -> Result<Vec<PipPackage>> {
-    for layer in layers
-        .iter()
-        .filter(|l| l.owners.iter().any(|o| o.starts_with("pip:")))
-    {
-        let blob = store.path(&layer.blob.digest);
-        let files = imgbuild_layer::readback::read_files(
-            &blob,
-            layer.blob.compression.media_type().as_ref(),
-            |p| p.ends_with(".dist-info/METADATA"),
-            false,
-        )
-        .with_context(|| format!("cannot read the pip layer {}", layer.blob.digest))?;
-        for (path, bytes) in files {
-            let dist = path.rsplit('/').nth(1).unwrap_or_default();
-            let name = pip::normalize_name(dist.split('-').next().unwrap_or_default());
-            if let Some(p) = packages.iter_mut().find(|p| p.name == name) {
-                p.license = pip::metadata_license(&String::from_utf8_lossy(&bytes));
-            }
-        }
-    }
-    Ok(packages)
-}
-
 /// Writes the SBOM as a layer of its own: `<prefix>/conda-meta/<file>`.
 fn write_sbom_layer(
     cache_dir: &std::path::Path,
@@ -687,18 +717,21 @@ fn write_sbom_layer(
 }
 
 /// Installs the environment into a staging root, cuts it into layers and bakes its activation.
+/// Wheels download while conda packages install. Returns the environment and the time the pip
+/// step took.
 #[allow(clippy::too_many_arguments)]
 async fn build_environment(
     ctx: &Context,
     records: &[RepoDataRecord],
     requested: &[MatchSpec],
     pip_step: Option<&PipStep<'_>>,
+    wheel_downloads: &Arc<DownloadProgress>,
     prefix: &InstallPrefix,
     platform: TargetPlatform,
     plan_options: &PlanOptions,
     write_options: &WriteOptions,
     store: &BlobStore,
-) -> Result<BuiltEnvironment> {
+) -> Result<(BuiltEnvironment, std::time::Duration)> {
     let t = Instant::now();
     // Big packages' layers start as soon as rattler has linked them (see imgbuild-layer's
     // early.rs); the plan below decides whether they are used.
@@ -719,7 +752,7 @@ async fn build_environment(
         let early = Arc::clone(&early);
         Arc::new(move |root, label, sizes| early.linked(root, label, sizes))
     };
-    let staging = install::install(
+    let conda = install::install(
         ctx,
         records,
         requested,
@@ -733,22 +766,50 @@ async fn build_environment(
             install::Staging::Reuse
         },
         Some(on_linked),
-    )
-    .await?;
+    );
+    let wheel_cache = WheelCache::new(&ctx.cache_dir);
+    let wheels = async {
+        match pip_step {
+            Some(step) => {
+                let t = Instant::now();
+                let files = wheel_cache
+                    .fetch(&ctx.client, step.packages, Some(wheel_downloads.clone()))
+                    .await?;
+                Ok::<_, anyhow::Error>((files, t.elapsed()))
+            }
+            None => Ok((Vec::new(), std::time::Duration::ZERO)),
+        }
+    };
+    let ((staging, conda_time), (wheel_files, fetch_time)) = tokio::try_join!(
+        async {
+            let staging = conda.await?;
+            Ok::<_, anyhow::Error>((staging, t.elapsed()))
+        },
+        wheels
+    )?;
     let prewritten = early.finish();
     tracing::info!("installed into staging root in {:.1?}", t.elapsed());
+    let mut pip_time = std::time::Duration::ZERO;
+    let mut pip_licenses = BTreeMap::new();
     if let Some(step) = pip_step {
         let t = Instant::now();
-        tokio::task::block_in_place(|| {
+        let installed = tokio::task::block_in_place(|| {
             pip::install(
                 &step.uv,
                 step.packages,
+                &wheel_files,
                 &step.target,
                 staging.path(),
                 &prefix.to_string(),
                 step.compile,
             )
         })?;
+        pip_licenses = installed
+            .into_iter()
+            .filter_map(|p| Some((p.name, p.license?)))
+            .collect();
+        // The wheels downloaded beside the conda install; only the wait for them counts.
+        pip_time = t.elapsed() + fetch_time.saturating_sub(conda_time);
         tracing::info!(
             "installed {} pip packages in {:.1?}",
             step.packages.len(),
@@ -777,11 +838,15 @@ async fn build_environment(
         t.elapsed()
     );
     let activation = staging.activation(platform)?;
-    Ok(BuiltEnvironment {
-        layers,
-        path_prepend: activation.path_prepend,
-        env: activation.env,
-    })
+    Ok((
+        BuiltEnvironment {
+            layers,
+            path_prepend: activation.path_prepend,
+            env: activation.env,
+            pip_licenses,
+        },
+        pip_time,
+    ))
 }
 
 fn source_date_epoch() -> Result<u64> {
