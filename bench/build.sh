@@ -7,6 +7,9 @@
 # gzip vs zstd.
 #
 #   bash bench/build.sh          (ROUNDS=N: full builds of imgbuild and umoci, alternating; default 3)
+#   BYTES=elf bash bench/build.sh   the big packages' "library" bytes are real shared libraries
+#                                (this machine's /usr/lib/x86_64-linux-gnu/*.so*, ~50% with gzip)
+#                                instead of random bytes (stored, not compressed: flattering)
 #
 # Prints one line per run: what, wall seconds, CPU seconds (user+sys of all children), peak
 # RSS MiB, image size (sum of compressed layer blobs).
@@ -15,10 +18,15 @@ cd "$(dirname "$0")/.."
 root=$PWD
 cargo build --release -q -p imgbuild
 bin=$root/target/release/imgbuild
-chan=$root/target/bench-channel
+bytes=${BYTES:-random}
+case $bytes in
+  random) chan=$root/target/bench-channel ;;
+  elf) chan=$root/target/bench-channel-elf ;;
+  *) echo "BYTES=$bytes: use random or elf" >&2; exit 1 ;;
+esac
 if [ ! -f "$chan/linux-64/repodata.json" ]; then
   echo "generating the benchmark channel in $chan (once, a few minutes)..."
-  IMGBUILD_BENCH_CHANNEL=$chan cargo test -q -p imgbuild --test it -- --ignored generate_bench_channel
+  IMGBUILD_BENCH_BYTES=$bytes IMGBUILD_BENCH_CHANNEL=$chan cargo test -q -p imgbuild --test it -- --ignored generate_bench_channel
 fi
 py=${IMGBUILD_ORACLE_PYTHON:-$root/target/oracle-venv/bin/python}
 "$py" -c 'import rattler' || { echo "needs py-rattler: run .ci/run once, or set IMGBUILD_ORACLE_PYTHON" >&2; exit 1; }
@@ -41,29 +49,7 @@ spec "$work/a-upgraded.yml" torchsim cudasim cudnnsim mklsim $(small 0 6) "small
 spec "$work/b.yml" torchsim cudasim cudnnsim $(small 100 199)
 
 measure() {  # $1 = label, $2 = image dir (OCI layout) or -, rest = command
-  local label=$1 image=$2; shift 2
-  python3 - "$label" "$image" "$@" <<'PY'
-import json, os, resource, subprocess, sys, time
-label, image, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
-# Start every run with no dirty pages of the run before: otherwise its fsyncs queue behind
-# the previous tool's writeback (ext4 commits the journal for all of it).
-os.sync()
-t = time.monotonic()
-r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-wall = time.monotonic() - t
-if r.returncode:
-    sys.exit(f"{label} failed:\n{r.stderr.decode()}")
-ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-size = ""
-if image != "-":
-    index = json.load(open(os.path.join(image, "index.json")))
-    blob = lambda d: os.path.join(image, "blobs", *d.split(":"))
-    m = json.load(open(blob(index["manifests"][0]["digest"])))
-    size = f"   image {sum(l['size'] for l in m['layers']) / 2**20:7.1f} MiB in {len(m['layers'])} layers"
-print(f"{label:34} wall {wall:6.2f} s   cpu {ru.ru_utime + ru.ru_stime:6.2f} s   peak RSS {ru.ru_maxrss / 1024:6.1f} MiB{size}", flush=True)
-with open(os.environ["RESULTS"], "a") as out:
-    out.write(json.dumps({"label": label, "wall": wall}) + "\n")
-PY
+  python3 "$root/bench/measure.py" "$@"
 }
 export RESULTS=$work/results.jsonl
 

@@ -3,6 +3,11 @@
 //! compressible text-like data), 200 small packages of ~300 KiB, and a second version of one
 //! small package for the upgrade measurement. Made on demand by the benchmark:
 //! `IMGBUILD_BENCH_CHANNEL=DIR cargo test -p imgbuild --test it -- --ignored generate_bench_channel`.
+//!
+//! With `IMGBUILD_BENCH_BYTES=elf` the "random" part of each big package is this machine's
+//! shared libraries instead (windows of `/usr/lib/x86_64-linux-gnu/*.so*`, which gzip to about
+//! half, like the CUDA and torch libraries): random bytes are detected and stored by a
+//! compressor, which flatters whoever compresses fastest.
 
 use crate::common::channel::{index, noise, Content, Package};
 
@@ -23,6 +28,36 @@ fn compressible(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// `len` bytes of real shared libraries, from an offset `seed` picks in the concatenation of
+/// this machine's `/usr/lib/x86_64-linux-gnu/*.so*` (read once).
+fn elf_bytes(len: usize, seed: u64) -> Vec<u8> {
+    static POOL: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let mut libs: Vec<std::path::PathBuf> = walkdir::WalkDir::new("/usr/lib/x86_64-linux-gnu")
+            .max_depth(2)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().contains(".so"))
+            .map(|e| e.into_path())
+            .collect();
+        libs.sort();
+        let mut pool = Vec::new();
+        for lib in libs {
+            let bytes = std::fs::read(&lib).unwrap_or_default();
+            if bytes.starts_with(b"\x7fELF") {
+                pool.extend_from_slice(&bytes);
+            }
+        }
+        assert!(
+            pool.len() > 64 * MIB,
+            "too few shared libraries here for the elf bytes"
+        );
+        pool
+    });
+    let start = (seed as usize).wrapping_mul(7_919_993) % pool.len();
+    pool.iter().cycle().skip(start).take(len).copied().collect()
 }
 
 fn leak(s: String) -> &'static str {
@@ -58,7 +93,12 @@ fn big(name: &'static str, random: usize, text: usize, seed: u64) -> Package {
             n += 1;
         }
     };
-    add("lib", random, &|len, s| noise(len, s));
+    let elf = std::env::var("IMGBUILD_BENCH_BYTES").is_ok_and(|v| v == "elf");
+    if elf {
+        add("lib", random, &|len, s| elf_bytes(len, s));
+    } else {
+        add("lib", random, &|len, s| noise(len, s));
+    }
     add("data", text, &|len, s| compressible(len, s));
     Package {
         name,

@@ -3,6 +3,7 @@
 //! workspace links once.
 
 mod bench_channel;
+mod bench_llm;
 mod build;
 mod common;
 mod errors;
@@ -14,3 +15,4 @@ mod push;
 mod quickstart;
 mod realpkgs;
 mod sbom;
+mod wheels;

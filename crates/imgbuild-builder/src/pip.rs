@@ -335,6 +335,12 @@ impl PipPackage {
             .ends_with(".whl")
     }
 
+    /// Where the file can be had by others: its URL, unless it is a local file (a `file://`
+    /// URL names a path on the build host, which an image or SBOM must not depend on).
+    pub fn published_url(&self) -> Option<&str> {
+        (!self.url.starts_with("file:")).then_some(self.url.as_str())
+    }
+
     /// `name==version`.
     pub fn label(&self) -> String {
         format!("{}=={}", self.name, self.version)

@@ -193,7 +193,7 @@ fn content_hash(input: &SbomInput<'_>) -> String {
     }
     for p in input.pip {
         h.update(b"\npip ");
-        h.update(p.url.as_bytes());
+        h.update(p.published_url().unwrap_or(&p.name).as_bytes());
         h.update(p.sha256.as_bytes());
     }
     if let Some(base) = input.base {
@@ -290,7 +290,7 @@ fn spdx(input: &SbomInput<'_>) -> Value {
             "SPDXID": id,
             "name": p.name,
             "versionInfo": p.version,
-            "downloadLocation": p.url,
+            "downloadLocation": p.published_url().unwrap_or("NOASSERTION"),
             "filesAnalyzed": false,
             "primaryPackagePurpose": "LIBRARY",
             "licenseConcluded": "NOASSERTION",
@@ -413,8 +413,11 @@ fn cyclonedx(input: &SbomInput<'_>) -> Value {
             "purl": purl,
             "hashes": [{"alg": "SHA-256", "content": p.sha256}],
             "licenses": cyclonedx_licenses(p.license.as_deref()),
-            "externalReferences": [{"type": "distribution", "url": p.url}],
         }));
+        if let Some(url) = p.published_url() {
+            components.last_mut().expect("just pushed")["externalReferences"] =
+                json!([{"type": "distribution", "url": url}]);
+        }
     }
     if let Some(base) = input.base {
         let purl = oci_purl(base);

@@ -9,13 +9,14 @@
 //! * the other packages go to one of `small_groups` buckets chosen by a stable hash of the
 //!   package name, so adding or upgrading one small package changes one bucket's digest;
 //! * packages the pip step installed follow the conda layers (they change more often): a big
-//!   one alone, the others together in one layer;
+//!   one alone, the others spread over up to 4 groups by the same stable name hash;
 //! * the environment owner (`conda-meta/`, files no package claims) is last, as it changes with
 //!   every change to the environment.
 //!
 //! Example, threshold 32 MiB, 8 groups: `pytorch` (1.5 GiB) and `cudatoolkit` (900 MiB) get
 //! layers 1 and 2; `zlib`, `xz`, `python`, `numpy`… are spread over layers 3–10 by name hash;
-//! layer 11 holds the pip packages (`transformers`, `datasets`…); layer 12 holds `conda-meta/`.
+//! layers 11–14 hold the small pip packages (`transformers`, `datasets`…); the last holds
+//! `conda-meta/`.
 //!
 //! Why 8 groups: an upgrade rewrites one group, so smaller groups make upgrades cheaper (the
 //! benchmark's one-package upgrade: 0.20 s with 4 groups, 0.15 s with 8), while a dozen layers
@@ -26,6 +27,11 @@ use std::path::PathBuf;
 
 use crate::ownership::{Owner, OwnerKind};
 use crate::LayerError;
+
+/// How many groups small pip packages are spread over (fewer under a tight budget): a pip
+/// section of a real ML environment has ~50 small packages, and one bumped should rewrite a
+/// few MiB, not all of them.
+const PIP_GROUPS: usize = 4;
 
 /// Knobs of the planner.
 #[derive(Debug, Clone)]
@@ -163,17 +169,39 @@ pub fn plan_layers(
             .filter(|b| !b.is_empty())
             .map(|b| layer_of(b)),
     );
-    // pip packages after conda's (they change more often): big ones alone, the rest together.
+    // pip packages after conda's (they change more often): big ones alone, the rest in
+    // groups by name hash, within what the budget leaves.
     let pip: Vec<&Owner> = owners
         .iter()
         .filter(|o| matches!(o.kind, OwnerKind::Pip { .. }))
         .collect();
-    let (pip_big, pip_small): (Vec<&Owner>, Vec<&Owner>) = pip
-        .iter()
-        .partition(|o| o.size > options.big_package_threshold);
-    layers.extend(pip_big.iter().map(|o| layer_of(&[*o])));
-    if !pip_small.is_empty() {
-        layers.push(layer_of(&pip_small));
+    if !pip.is_empty() {
+        // Leave room for the environment layer; what remains is shared by big pip packages
+        // and the pip groups.
+        let room = budget.saturating_sub(layers.len() + 1);
+        let (mut pip_big, mut pip_small): (Vec<&Owner>, Vec<&Owner>) = pip
+            .iter()
+            .partition(|o| o.size > options.big_package_threshold);
+        let groups = PIP_GROUPS.min(room / 2).max(1);
+        let big_room = room.saturating_sub(groups);
+        if pip_big.len() > big_room {
+            // The largest keep their own layers; the rest join the groups.
+            pip_big.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.label().cmp(&b.label())));
+            pip_small.extend(pip_big.drain(big_room..));
+            pip_big.sort_by_key(|o| o.label());
+        }
+        layers.extend(pip_big.iter().map(|o| layer_of(&[*o])));
+        let mut buckets: Vec<Vec<&Owner>> = vec![Vec::new(); groups];
+        for owner in pip_small {
+            let OwnerKind::Pip { name, .. } = &owner.kind else {
+                unreachable!("pip owners only")
+            };
+            buckets[(stable_hash(name.as_bytes()) % groups as u64) as usize].push(owner);
+        }
+        for bucket in buckets.iter_mut().filter(|b| !b.is_empty()) {
+            bucket.sort_by_key(|o| o.label());
+            layers.push(layer_of(bucket));
+        }
     }
     if layers.len() + 1 > budget {
         return Err(LayerError::Budget {
@@ -282,6 +310,67 @@ mod tests {
         let set1: std::collections::BTreeSet<_> = l1.iter().map(|l| l.owners.clone()).collect();
         let set2: std::collections::BTreeSet<_> = l2.iter().map(|l| l.owners.clone()).collect();
         assert_eq!(set2.difference(&set1).count(), 1);
+    }
+
+    fn wheel(name: &str, version: &str, size: u64) -> Owner {
+        Owner {
+            kind: OwnerKind::Pip {
+                name: name.into(),
+                version: version.into(),
+                record_sha256: format!("{name}{version}"),
+            },
+            paths: vec![PathBuf::from(format!(
+                "lib/python3.11/site-packages/{name}"
+            ))],
+            size,
+        }
+    }
+
+    #[test]
+    fn pip_packages_big_alone_small_in_groups_one_bump_one_group() {
+        let opts = PlanOptions::default();
+        let names = [
+            "aiohttp",
+            "attrs",
+            "certifi",
+            "filelock",
+            "idna",
+            "jinja2",
+            "packaging",
+            "regex",
+            "requests",
+            "six",
+            "tqdm",
+            "urllib3",
+        ];
+        let mut owners: Vec<Owner> = names.iter().map(|n| wheel(n, "1", 1 << 20)).collect();
+        owners.push(wheel("torch", "2.0.1", 1 << 30));
+        let before = plan_layers(&owners, &opts).unwrap();
+        assert_eq!(before[0].owners, ["pip:torch-2.0.1"]);
+        assert_eq!(before.len(), 1 + PIP_GROUPS, "{before:?}");
+        owners[10] = wheel("tqdm", "2", 1 << 20);
+        let after = plan_layers(&owners, &opts).unwrap();
+        let set = |l: &[PlannedLayer]| -> std::collections::BTreeSet<Vec<String>> {
+            l.iter().map(|l| l.owners.clone()).collect()
+        };
+        assert_eq!(set(&after).difference(&set(&before)).count(), 1);
+    }
+
+    #[test]
+    fn many_big_pip_packages_stay_within_the_budget() {
+        let opts = PlanOptions {
+            max_layers: 12,
+            ..PlanOptions::default()
+        };
+        let owners: Vec<Owner> = (0..20)
+            .map(|i| wheel(&format!("nvidia{i:02}"), "1", (100 + i) << 20))
+            .chain([wheel("six", "1", 10)])
+            .collect();
+        let layers = plan_layers(&owners, &opts).unwrap();
+        assert!(layers.len() <= 12, "{}", layers.len());
+        // The largest keep layers of their own; every package is somewhere.
+        assert!(layers.iter().any(|l| l.owners == ["pip:nvidia19-1"]));
+        assert_eq!(layers.iter().map(|l| l.owners.len()).sum::<usize>(), 21);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A real Python for pip tests: a conda `python` package made from this machine's own CPython
 //! tree (`sys.base_prefix`), with that prefix recorded as the placeholder the way conda-build
-//! records `has_prefix` (text files in text mode, binaries in binary mode), so the installer
-//! relocates it to the image prefix. And a base image holding the glibc that Python links to,
+//! records `has_prefix` (text files in text mode, binaries in binary mode; libpython not at all,
+//! see `write_package`), so the installer relocates it to the image prefix. And a base image holding the glibc that Python links to,
 //! taken from this machine, so the image runs under podman without a registry.
 
 use std::collections::BTreeSet;
@@ -158,7 +158,17 @@ fn write_package(channel: &Path, prefix: &str, version: &str, short: &str, ldlib
                 "sha256": hex::encode(Sha256::digest(&bytes)),
                 "size_in_bytes": bytes.len(),
             });
-            if memchr(prefix.as_bytes(), &bytes) {
+            // Files holding the prefix get it replaced, text and binary (the executable's
+            // RUNPATH), except libpython: CPython finds its prefix at run time from where the
+            // executable is (the compiled-in one is a fallback), and the linker tail-merges
+            // string constants, so `PY_VERSION` ("3.11.7") is the end of libpython's
+            // "/root/.pyenv/versions/3.11.7": a binary replacement would cut sys.version to
+            // " (main, …)" and break `platform`. (conda-build's placeholder is a long path
+            // that no version string ends with.)
+            let libpython = rel
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libpython"));
+            if memchr(prefix.as_bytes(), &bytes) && !libpython {
                 e["prefix_placeholder"] = json!(prefix);
                 e["file_mode"] = json!(if bytes.contains(&0) { "binary" } else { "text" });
             }
@@ -233,6 +243,12 @@ fn memchr(needle: &[u8], hay: &[u8]) -> bool {
 /// extension modules load (what `ldd` resolves outside the Python prefix), at the same paths.
 /// Returns `oci:DIR:glibc`.
 pub fn glibc_base(dir: &Path) -> String {
+    glibc_base_with(dir, &[])
+}
+
+/// Like [`glibc_base`], with more of this machine's libraries (absolute paths), such as the
+/// libstdc++ and libgomp that torch's wheels link against.
+pub fn glibc_base_with(dir: &Path, extra: &[&str]) -> String {
     let py = host_python();
     let mut objects = vec![PathBuf::from(format!(
         "{}/bin/python{}",
@@ -242,7 +258,7 @@ pub fn glibc_base(dir: &Path) -> String {
     for entry in fs::read_dir(&dynload).unwrap() {
         objects.push(entry.unwrap().path());
     }
-    let mut libs: BTreeSet<String> = BTreeSet::new();
+    let mut libs: BTreeSet<String> = extra.iter().map(|l| l.to_string()).collect();
     for object in &objects {
         let out = std::process::Command::new("ldd")
             .arg(object)
