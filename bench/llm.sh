@@ -33,10 +33,13 @@ if [ ! -f "$inputs/python" ]; then
   IMGBUILD_BENCH_LLM=$inputs cargo test -q -p imgbuild --test it -- --ignored generate_llm_bench_inputs
 fi
 pyver=$(cat "$inputs/python")
-base=$inputs/base
 cache=$bench/cache            # imgbuild's: conda packages, wheels, uv's unpacked wheels
-work=$(mktemp -d /tmp/imgbuild-benchllm-XXXXXX)
+# Lower-case paths only: buildah and podman name `oci:` images after their path.
+work=/tmp/imgbuild-benchllm-$$
+mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
+cp -r "$inputs/base" "$work/base"
+base=$work/base
 
 spec() {  # $1 = file, $2 = transformers version
   cat > "$1" <<YML

@@ -7,6 +7,7 @@ mod bench_llm;
 mod build;
 mod common;
 mod errors;
+mod hostile;
 mod inspect;
 mod lock;
 mod oracle;

@@ -192,6 +192,34 @@ fn releases_with_several_wheels_get_the_installers_wheel_and_run() {
             host_dir.display()
         );
     }
+    // Built again from the same cache: the environment comes from the environment cache (no
+    // layer is read back), the SBOM still carries the licenses, and the JSON summary counts
+    // conda and pip packages apart.
+    let again = ctx.path("img-again");
+    let res = ctx.imgbuild(&[
+        "--log-format",
+        "json",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--base",
+        &base,
+        "--output",
+        again.to_str().unwrap(),
+    ]);
+    assert_ok(&res);
+    let summary: serde_json::Value = stderr(&res)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|o| o["fields"]["message"] == "build finished")
+        .unwrap_or_else(|| panic!("no summary: {}", stderr(&res)));
+    assert_eq!(summary["fields"]["conda_packages"], 1, "{summary}");
+    assert_eq!(summary["fields"]["pip_packages"], amd64.len(), "{summary}");
+    assert!(
+        stderr(&res).contains("environment unchanged since an earlier build"),
+        "{}",
+        stderr(&res)
+    );
+    assert_eq!(manifest(&again), manifest(&out));
     let name = format!("localhost/imgbuild-it-wheels-{}:latest", std::process::id());
     sh(&format!(
         "skopeo copy oci:{}:wheels:1 containers-storage:{name}",

@@ -46,6 +46,8 @@ pub enum BuildError {
         platform: String,
         problems: Vec<String>,
     },
+    #[error(transparent)]
+    UnsafePackage(#[from] crate::package_check::UnsafeEntry),
     #[error("solver failed: {0}")]
     Solver(String),
     #[error("could not download or extract {package} from {url}: {message}")]

@@ -135,10 +135,38 @@ pub async fn install(
     let cache = ctx.package_cache();
     let fetched = try_join_all(records.iter().map(|r| fetch(ctx, &cache, r))).await?;
     let mut installed_sizes = HashMap::new();
+    let mut all_paths = Vec::with_capacity(records.len());
     for (record, meta) in records.iter().zip(&fetched) {
-        let size = check_package(record, meta.path(), prefix)?;
+        let paths = PathsJson::from_package_directory_with_deprecated_fallback(meta.path())
+            .map_err(|e| BuildError::io(meta.path(), e))?;
+        let size = check_package(record, meta.path(), &paths, prefix)?;
         installed_sizes.insert(label(record), size);
+        all_paths.push(paths);
     }
+    // Nothing is linked before every entry of every package is known to stay in the root.
+    let entries: Vec<crate::package_check::PackageEntries<'_>> = records
+        .iter()
+        .zip(&fetched)
+        .zip(&all_paths)
+        .map(
+            |((record, meta), paths)| crate::package_check::PackageEntries {
+                package: label(record),
+                dir: meta.path(),
+                paths,
+            },
+        )
+        .collect();
+    if let Err(refused) = crate::package_check::check_environment(&entries) {
+        // Leave no trace: the refused package's extracted files go from the package cache.
+        if let Some(e) = entries.iter().find(|e| e.package == refused.package) {
+            let _ = std::fs::remove_dir_all(e.dir);
+            let mut lock = e.dir.as_os_str().to_owned();
+            lock.push(".lock");
+            let _ = std::fs::remove_file(lock);
+        }
+        return Err(refused.into());
+    }
+    drop(entries);
 
     let staging_parent = ctx.cache_dir.join("staging");
     std::fs::create_dir_all(&staging_parent).map_err(|e| BuildError::io(&staging_parent, e))?;
@@ -326,10 +354,9 @@ impl Reporter for LinkReporter {
 fn check_package(
     record: &RepoDataRecord,
     package_dir: &Path,
+    paths: &PathsJson,
     prefix: &InstallPrefix,
 ) -> Result<u64, BuildError> {
-    let paths = PathsJson::from_package_directory_with_deprecated_fallback(package_dir)
-        .map_err(|e| BuildError::io(package_dir, e))?;
     let installed_size = paths
         .paths
         .iter()

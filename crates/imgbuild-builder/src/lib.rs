@@ -14,6 +14,7 @@ mod index_files;
 pub mod install;
 pub mod lock;
 mod normalize;
+pub mod package_check;
 pub mod pip;
 pub mod prefix;
 mod pylock;

@@ -10,8 +10,9 @@
 //! on 1 core or 64.
 //!
 //! Members are compressed with libdeflate (whole-buffer, which independent blocks allow) at
-//! [`LEVEL`]: on text-like data it is ~3x faster than zlib level 6 and its output is smaller
-//! (see docs/benchmarks.md). Blocks that look random (see [`STORE_ENTROPY`]) are stored, not
+//! [`LEVEL`] (text-like blocks: ~3x faster than zlib level 6, and smaller) or [`BINARY_LEVEL`]
+//! (blocks that look like machine code: shared libraries and CUDA kernels, most of a real ML
+//! image), chosen from the block's bytes alone (see docs/benchmarks.md). Blocks that look random (see [`STORE_ENTROPY`]) are stored, not
 //! compressed, which is where most of the time of a CUDA/pytorch layer would otherwise go for
 //! no gain. flate2/zlib-rs has no block-parallel mode, and pigz-like crates either spawn
 //! their own threads per stream (oversubscribing when layers are also written in parallel) or
@@ -28,11 +29,23 @@ use rayon::prelude::*;
 /// Bytes of input per gzip member.
 pub const BLOCK: usize = 1 << 20;
 
-/// libdeflate's level. On the benchmark's 1 GiB environment, 2 (greedy parsing, shallow
-/// search) makes a 707.2 MiB image for 0.12 s less CPU than 3 (706.6 MiB) and 0.3 s less than 4
-/// (706.5 MiB); Go's default gzip in umoci makes 710.8 MiB. 1 would grow the image past the
-/// peers' (717.8 MiB).
+/// libdeflate's level for text-like blocks. On the synthetic benchmark's 1 GiB environment, 2
+/// (greedy parsing, shallow search) makes a 707.2 MiB image for 0.12 s less CPU than 3
+/// (706.6 MiB) and 0.3 s less than 4 (706.5 MiB); Go's default gzip in umoci makes 710.8 MiB.
+/// 1 would grow it past the peers' (717.8 MiB): on text, level 1 loses several percent.
 pub const LEVEL: i32 = 2;
+
+/// libdeflate's level for blocks that look like machine code and packed data (order-0
+/// entropy above [`BINARY_ENTROPY`]): shared libraries, CUDA fatbins. There level 1 (the
+/// "fastest" hash-table matcher) loses about one percent of size and is ~1.5x faster. Measured
+/// on the real llm-env's 4.7 GB of torch and CUDA wheels (1 MiB blocks, one core): level 2
+/// for all blocks 2390 MiB in 46.0 s; level 1 for all 2436 MiB in 32.8 s; level 1 above
+/// entropy 6.0 and 2 below 2422 MiB in 35.1 s (5.5: 2427 MiB / 34.4 s; 6.5: 2408 / 39.3 s).
+pub const BINARY_LEVEL: i32 = 1;
+
+/// Above this order-0 entropy (bits per byte) a block is compressed at [`BINARY_LEVEL`]:
+/// source code, JSON and text sit below 5.5, ELF sections mostly above 6.
+const BINARY_ENTROPY: f64 = 6.0;
 
 /// Blocks whose bytes look random (order-0 entropy above this, in bits per byte) are stored:
 /// compressed archives, random weights. The decision depends only on the block's bytes.
@@ -43,7 +56,8 @@ const STORE_ENTROPY: f64 = 7.95;
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 thread_local! {
-    static COMPRESSOR: RefCell<Option<Compressor>> = const { RefCell::new(None) };
+    /// A compressor at [`LEVEL`] and one at [`BINARY_LEVEL`], made on first use.
+    static COMPRESSORS: RefCell<[Option<Compressor>; 2]> = const { RefCell::new([None, None]) };
 }
 
 /// Batches being compressed while the writer fills the next: enough to keep the pool busy,
@@ -195,13 +209,19 @@ impl<W: Write> Write for ParallelGzEncoder<W> {
 
 /// One complete gzip member holding `data`.
 fn gzip_member(data: &[u8]) -> io::Result<Vec<u8>> {
-    if entropy(data) > STORE_ENTROPY {
+    let entropy = entropy(data);
+    if entropy > STORE_ENTROPY {
         return Ok(stored_member(data));
     }
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let compressor = slot.get_or_insert_with(|| {
-            Compressor::new(CompressionLvl::new(LEVEL).expect("valid libdeflate level"))
+    let (slot, level) = if entropy > BINARY_ENTROPY {
+        (1, BINARY_LEVEL)
+    } else {
+        (0, LEVEL)
+    };
+    COMPRESSORS.with(|cell| {
+        let mut slots = cell.borrow_mut();
+        let compressor = slots[slot].get_or_insert_with(|| {
+            Compressor::new(CompressionLvl::new(level).expect("valid libdeflate level"))
         });
         let mut out = vec![0; compressor.gzip_compress_bound(data.len())];
         let n = compressor

@@ -50,8 +50,9 @@ impl WriteOptions {
     }
 }
 
-/// Bumped whenever the tar layout changes, so layers cached by an older imgbuild are not reused.
-pub const LAYER_FORMAT_VERSION: u32 = 6;
+/// Bumped whenever the tar layout or the compressed bytes change, so layers cached by an older
+/// imgbuild are not reused (7: binary-looking gzip blocks at libdeflate level 1).
+pub const LAYER_FORMAT_VERSION: u32 = 7;
 
 /// A layer that is now in the blob store.
 #[derive(Debug, Clone)]

@@ -1,0 +1,296 @@
+//! Hostile packages: a channel built here with tar entries and `paths.json` written directly
+//! (not through a packer that would clean them), each trying to make the install touch a
+//! canary file outside the staging root. Every one is refused before anything is linked, the
+//! message names the package, the entry and the rule, the canary is unchanged, and the
+//! refused package leaves nothing in the package cache.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// One tar entry of the package payload.
+enum Payload {
+    File(&'static str, Vec<u8>),
+    Symlink(&'static str, String),
+}
+
+/// A tar entry whose name is written into the header as given: `tar::Header::set_path` would
+/// refuse `..` and absolute names, which is exactly what a hostile package would contain.
+fn raw_entry(
+    tar: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    link: &str,
+    data: &[u8],
+) {
+    let mut h = tar::Header::new_gnu();
+    {
+        let old = h.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_mtime(0);
+    h.set_cksum();
+    tar.append(&h, data).unwrap();
+}
+
+fn tar_zst(entries: &[(String, tar::EntryType, String, Vec<u8>)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, kind, link, data) in entries {
+        raw_entry(&mut tar, name, *kind, link, data);
+    }
+    zstd::encode_all(&tar.into_inner().unwrap()[..], 3).unwrap()
+}
+
+/// Writes `name-1.0-0.conda` into `channel/noarch` with `payload` and `paths` as given.
+fn hostile_package(channel: &Path, name: &str, payload: &[Payload], paths: Vec<Value>) {
+    let index = json!({
+        "name": name, "version": "1.0", "build": "0", "build_number": 0, "depends": [],
+        "subdir": "noarch", "noarch": "generic", "license": "MIT", "timestamp": 0,
+    });
+    let info = vec![
+        (
+            "info/index.json".to_string(),
+            tar::EntryType::Regular,
+            String::new(),
+            serde_json::to_vec(&index).unwrap(),
+        ),
+        (
+            "info/paths.json".to_string(),
+            tar::EntryType::Regular,
+            String::new(),
+            serde_json::to_vec(&json!({"paths": paths, "paths_version": 1})).unwrap(),
+        ),
+    ];
+    let pkg: Vec<_> = payload
+        .iter()
+        .map(|p| match p {
+            Payload::File(path, data) => (
+                path.to_string(),
+                tar::EntryType::Regular,
+                String::new(),
+                data.clone(),
+            ),
+            Payload::Symlink(path, target) => (
+                path.to_string(),
+                tar::EntryType::Symlink,
+                target.clone(),
+                Vec::new(),
+            ),
+        })
+        .collect();
+    let stem = format!("{name}-1.0-0");
+    let dir = channel.join("noarch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut zip =
+        zip::ZipWriter::new(std::fs::File::create(dir.join(format!("{stem}.conda"))).unwrap());
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (entry, bytes) in [
+        (
+            "metadata.json".to_string(),
+            br#"{"conda_pkg_format_version": 2}"#.to_vec(),
+        ),
+        (format!("pkg-{stem}.tar.zst"), tar_zst(&pkg)),
+        (format!("info-{stem}.tar.zst"), tar_zst(&info)),
+    ] {
+        zip.start_file(entry, stored).unwrap();
+        zip.write_all(&bytes).unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+fn file_entry(path: &str, size: usize) -> Value {
+    json!({"_path": path, "path_type": "hardlink", "size_in_bytes": size})
+}
+
+/// A directory outside everything imgbuild owns, holding `secret.txt`.
+struct Canary {
+    dir: PathBuf,
+}
+
+impl Canary {
+    const TEXT: &'static str = "the host's secret\n";
+
+    fn new(ctx: &TestContext) -> Self {
+        let dir = ctx.path("canary");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("secret.txt"), Self::TEXT).unwrap();
+        Self { dir }
+    }
+
+    /// `../` × 20 then the canary's absolute path without its leading `/`.
+    fn via_dotdot(&self) -> String {
+        format!(
+            "{}{}/secret.txt",
+            "../".repeat(20),
+            self.dir.display().to_string().trim_start_matches('/')
+        )
+    }
+
+    fn assert_untouched(&self) {
+        assert_eq!(
+            std::fs::read_to_string(self.dir.join("secret.txt")).unwrap(),
+            Self::TEXT,
+            "the canary outside the staging root was changed or removed"
+        );
+        let names: Vec<_> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            1,
+            "files appeared beside the canary: {names:?}"
+        );
+    }
+}
+
+/// Builds `deps` from `channel`; it must fail naming each of `needles`, leave the canary as
+/// it was, write no image, and leave no extracted copy of `refused` in the package cache.
+fn assert_refused(
+    ctx: &TestContext,
+    channel: &Path,
+    deps: &[&str],
+    refused: &str,
+    needles: &[&str],
+    canary: &Canary,
+) {
+    let spec = ctx.spec_with_channel(&format!("file://{}", channel.display()), deps);
+    let out = ctx.path(&format!("img-{refused}"));
+    let cache = ctx.path(&format!("cache-{refused}"));
+    let res = ctx.imgbuild(&[
+        "build",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    let mut all = vec![format!("refusing {refused}-1.0-0")];
+    all.extend(needles.iter().map(|n| n.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    assert_fails_with(&res, &all);
+    let log = stderr(&res);
+    assert!(!log.contains("panicked"), "{log}");
+    canary.assert_untouched();
+    assert!(!out.join("index.json").exists(), "an image was written");
+    let pkgs = cache.join("pkgs");
+    if pkgs.is_dir() {
+        for e in std::fs::read_dir(&pkgs).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.starts_with(&format!("{refused}-1.0-0")) || name.ends_with(".conda"),
+                "the refused package is still extracted in the cache: {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn hostile_paths_are_refused_before_anything_is_linked() {
+    let ctx = TestContext::new();
+    let canary = Canary::new(&ctx);
+    let channel = ctx.path("hostile-channel");
+    let text = b"overwrite\n".to_vec();
+
+    // paths.json leaves the prefix with ../ (rattler unlinked the host file, then failed).
+    hostile_package(
+        &channel,
+        "dotdot",
+        &[],
+        vec![file_entry(&canary.via_dotdot(), text.len())],
+    );
+    // An absolute path (rattler's path resolver panicked).
+    hostile_package(
+        &channel,
+        "absolute",
+        &[],
+        vec![file_entry(
+            &format!("{}/secret.txt", canary.dir.display()),
+            text.len(),
+        )],
+    );
+    // A symlink only the tar holds, and a paths.json entry through it (the host file was
+    // copied into the image).
+    hostile_package(
+        &channel,
+        "tarlink",
+        &[Payload::Symlink(
+            "share/l",
+            canary.dir.display().to_string(),
+        )],
+        vec![file_entry("share/l/secret.txt", Canary::TEXT.len())],
+    );
+    // One package installs a symlink out of the root, another writes through it.
+    hostile_package(
+        &channel,
+        "planter",
+        &[Payload::Symlink(
+            "share/m",
+            canary.dir.display().to_string(),
+        )],
+        vec![json!({"_path": "share/m", "path_type": "softlink", "size_in_bytes": 0})],
+    );
+    hostile_package(
+        &channel,
+        "writer",
+        &[Payload::File("share/m/secret.txt", text.clone())],
+        vec![file_entry("share/m/secret.txt", text.len())],
+    );
+    // A file whose size is not what paths.json declares.
+    hostile_package(
+        &channel,
+        "liar",
+        &[Payload::File("share/liar.txt", text.clone())],
+        vec![file_entry("share/liar.txt", 4096)],
+    );
+    crate::common::channel::index(&channel);
+
+    let cases: &[(&[&str], &str, &[&str])] = &[
+        (
+            &["dotdot"],
+            "dotdot",
+            &["leaves the prefix with '..'", "secret.txt"],
+        ),
+        (
+            &["absolute"],
+            "absolute",
+            &["is an absolute path", "secret.txt"],
+        ),
+        (
+            &["tarlink"],
+            "tarlink",
+            &[
+                "'share/l/secret.txt'",
+                "goes through share/l, a symlink in the package's files",
+            ],
+        ),
+        (
+            &["planter", "writer"],
+            "writer",
+            &[
+                "'share/m/secret.txt'",
+                "goes through share/m, a symlink that planter-1.0-0 installs",
+            ],
+        ),
+        (
+            &["liar"],
+            "liar",
+            &[
+                "'share/liar.txt'",
+                "is 10 bytes, but paths.json declares 4096",
+            ],
+        ),
+    ];
+    for (deps, refused, needles) in cases {
+        assert_refused(&ctx, &channel, deps, refused, needles, &canary);
+    }
+}
