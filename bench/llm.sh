@@ -60,6 +60,7 @@ YML
 }
 spec "$work/env.yml" 4.36.2
 spec "$work/env-bumped.yml" 4.37.0
+spec "$work/env-bumped2.yml" 4.37.1
 
 measure() {  # $1 = label, $2 = image dir (OCI layout) or -, rest = command
   python3 "$root/bench/measure.py" "$@"
@@ -68,6 +69,7 @@ export RESULTS=$work/results.jsonl
 
 # The wheels imgbuild chose, as the peers' requirements (name @ URL --hash), from its lock.
 "$bin" lock --spec "$work/env.yml" -o "$work/env.lock" --cache-dir "$cache" -q
+"$bin" lock --spec "$work/env-bumped2.yml" -o "$work/env-bumped2.lock" --cache-dir "$cache" -q
 python3 - "$work/env.lock" > "$work/requirements.txt" <<'PY'
 import sys
 url = None
@@ -136,6 +138,8 @@ done
 measure "imgbuild no-op rebuild (spec)" "$work/img-noop" "$bin" build --spec "$work/env.yml" --base "oci:$base:glibc" --cache-dir "$cache" --output "$work/img-noop"
 measure "imgbuild no-op rebuild (lock)" "$work/img-noop-lock" "$bin" build --lock "$work/env.lock" --base "oci:$base:glibc" --cache-dir "$cache" --output "$work/img-noop-lock"
 measure "imgbuild transformers bumped" "$work/img-bumped" "$bin" build --spec "$work/env-bumped.yml" --base "oci:$base:glibc" --cache-dir "$cache" --output "$work/img-bumped"
+# The same kind of bump (4.36.2 -> 4.37.1, not built before) from a lock: no resolve.
+measure "imgbuild transformers bumped (lock)" "$work/img-bumped-lock" "$bin" build --lock "$work/env-bumped2.lock" --base "oci:$base:glibc" --cache-dir "$cache" --output "$work/img-bumped-lock"
 
 python3 - "$work" <<'PY'
 import json, os, statistics, sys
@@ -161,4 +165,6 @@ changed = [(d, s) for d, s in bumped if d not in dict(full)]
 bump = walls("imgbuild transformers bumped")[0]
 print(f"transformers bumped: {len(changed)} of {len(bumped)} layers new ({sum(s for _, s in changed) / 2**20:.1f} MiB), "
       f"{bump:.1f} s = {100 * bump / statistics.median(ours):.1f}% of a full build")
+bump = walls("imgbuild transformers bumped (lock)")[0]
+print(f"transformers bumped from a lock: {bump:.1f} s = {100 * bump / statistics.median(ours):.1f}% of a full build")
 PY
