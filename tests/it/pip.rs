@@ -14,7 +14,7 @@ use crate::common::*;
 const PIP: &[&str] = &["six", "pyyaml==6.*", "tqdm"];
 
 /// An environment.yml with the machine's Python and `pip` lines.
-fn pip_spec(ctx: &TestContext, name: &str, pip: &[&str]) -> std::path::PathBuf {
+pub(crate) fn pip_spec(ctx: &TestContext, name: &str, pip: &[&str]) -> std::path::PathBuf {
     pip_spec_with(ctx, name, &[], pip)
 }
 

@@ -152,30 +152,7 @@ fn quickstart_example_builds_offline_and_validates() {
         .windows(PLACEHOLDER.len())
         .any(|w| w == PLACEHOLDER.as_bytes()));
     // ...and a newcomer's first image does something when run: its Cmd prints the greeting.
-    // (Through containers-storage: podman names `oci:` images after their path, which must
-    // be lower-case, and temp dirs are not.)
-    let name = format!(
-        "localhost/imgbuild-it-quickstart-{}:latest",
-        std::process::id()
-    );
-    sh(&format!(
-        "skopeo copy oci:{}:quickstart:latest containers-storage:{name}",
-        out.display()
-    ));
-    let printed = std::process::Command::new("podman")
-        .args(["--runtime", "runc", "run", "--rm", "--network", "none"])
-        .args([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            &name,
-        ])
-        .output()
-        .unwrap();
-    let _ = std::process::Command::new("podman")
-        .args(["rmi", "-f", &name])
-        .output();
+    let printed = podman_run(&out, "quickstart:latest", &[]);
     assert_eq!(
         String::from_utf8_lossy(&printed.stdout),
         "hello from an imgbuild image\n",

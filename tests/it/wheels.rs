@@ -24,17 +24,7 @@ fn locked_wheels(lock: &Path) -> Vec<String> {
 }
 
 fn spec(ctx: &TestContext, name: &str, pip: &[&str]) -> std::path::PathBuf {
-    let py = host_python();
-    let mut text = format!(
-        "name: wheels\nchannels:\n  - {}\ndependencies:\n  - python={}\n  - pip:\n",
-        py.channel, py.short
-    );
-    for line in pip {
-        text.push_str(&format!("    - \"{line}\"\n"));
-    }
-    let path = ctx.path(name);
-    std::fs::write(&path, text).unwrap();
-    path
+    crate::pip::pip_spec(ctx, name, pip)
 }
 
 fn lock(ctx: &TestContext, spec: &Path, platform: &str, name: &str) -> Vec<String> {
@@ -220,32 +210,17 @@ fn releases_with_several_wheels_get_the_installers_wheel_and_run() {
         stderr(&res)
     );
     assert_eq!(manifest(&again), manifest(&out));
-    let name = format!("localhost/imgbuild-it-wheels-{}:latest", std::process::id());
-    sh(&format!(
-        "skopeo copy oci:{}:wheels:1 containers-storage:{name}",
-        out.display()
-    ));
-    let printed = std::process::Command::new("podman")
-        .args(["--runtime", "runc", "run", "--rm", "--network", "none"])
-        .args([
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-            &name,
-        ])
-        .args([
+    let printed = podman_run(
+        &out,
+        "wheels:1",
+        &[
             "/opt/conda/bin/python",
             "-c",
             "import charset_normalizer, frozenlist, regex, multiprocess, tqdm, hello_local; \
              print(charset_normalizer.md.__file__.endswith('.so'), regex.sub('o', '0', 'foo'), \
              tqdm.__version__, hello_local.GREETING)",
-        ])
-        .output()
-        .unwrap();
-    let _ = std::process::Command::new("podman")
-        .args(["rmi", "-f", &name])
-        .output();
+        ],
+    );
     assert_eq!(
         String::from_utf8_lossy(&printed.stdout),
         "True f00 4.67.1 hello from a local wheel\n",
@@ -312,4 +287,43 @@ fn no_wheel_for_the_target_names_the_package_the_tag_and_the_wheels() {
 
 fn spec_missing_local(ctx: &TestContext) -> std::path::PathBuf {
     spec(ctx, "missing.yml", &["./dist/gone-1.0-py3-none-any.whl"])
+}
+
+/// The sha256 a direct reference promises is checked on the downloaded bytes before the file
+/// gets its name in the wheel cache; a mismatch fails at once (no retry) and keeps nothing.
+#[test]
+fn a_wheel_whose_bytes_differ_from_its_hash_is_not_used() {
+    let ctx = TestContext::new();
+    let wrong = "00445eca388f82e72884e0d580d5464cd801a3ea01e63e5601bdff9ba6a48de2";
+    let line = format!(
+        "tqdm @ https://files.pythonhosted.org/packages/d0/30/dc54f88dd4a2b5dc8a0279bdd7270e735851848b762aeb1c1184ed1f6b14/tqdm-4.67.1-py3-none-any.whl#sha256={wrong}"
+    );
+    let spec = spec(&ctx, "environment.yml", &[&line]);
+    let out = ctx.path("img");
+    let cache = ctx.path("cache");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    assert_fails_with(
+        &res,
+        &[
+            "tqdm: https://files.pythonhosted.org/",
+            "has sha256 26445eca388f82e72884e0d580d5464cd801a3ea01e63e5601bdff9ba6a48de2",
+            &format!("but the lock promises {wrong}"),
+        ],
+    );
+    assert!(!stderr(&res).contains("trying again"), "{}", stderr(&res));
+    assert!(!out.join("index.json").exists());
+    let kept: Vec<_> = walkdir::WalkDir::new(cache.join("wheels"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(kept.is_empty(), "left in the wheel cache: {kept:?}");
 }

@@ -40,6 +40,9 @@ pub(crate) fn explain_missing_wheels(
         return String::new();
     }
     let index = index_url.unwrap_or(PYPI).trim_end_matches('/').to_string();
+    // A thread of its own with a small runtime: the resolve is synchronous and may itself run
+    // inside the build's tokio runtime (under `block_in_place`), where blocking on a future
+    // of the outer runtime is not allowed.
     let pages = std::thread::spawn(move || fetch_pages(&index, missing))
         .join()
         .unwrap_or_default();

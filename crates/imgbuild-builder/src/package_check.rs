@@ -53,6 +53,9 @@ pub(crate) fn check_environment(packages: &[PackageEntries<'_>]) -> Result<(), U
         }
     }
     for p in packages {
+        // Directories of this package already known not to be symlinks on disk: each is
+        // looked at once, not once per file under it.
+        let mut plain_dirs: std::collections::HashSet<&Path> = std::collections::HashSet::new();
         for entry in &p.paths.paths {
             let path = &entry.relative_path;
             let refuse = |rule: String| UnsafeEntry {
@@ -71,8 +74,11 @@ pub(crate) fn check_environment(packages: &[PackageEntries<'_>]) -> Result<(), U
                         ancestor.display()
                     )));
                 }
-                let on_disk = p.dir.join(ancestor);
-                if on_disk
+                if plain_dirs.contains(ancestor) {
+                    continue;
+                }
+                if p.dir
+                    .join(ancestor)
                     .symlink_metadata()
                     .is_ok_and(|m| m.file_type().is_symlink())
                 {
@@ -82,6 +88,7 @@ pub(crate) fn check_environment(packages: &[PackageEntries<'_>]) -> Result<(), U
                         ancestor.display()
                     )));
                 }
+                plain_dirs.insert(ancestor);
             }
             if entry.path_type == PathType::HardLink {
                 if let Some(declared) = entry.size_in_bytes {

@@ -125,7 +125,7 @@ impl WheelCache {
             .get(&package.url)
             .send()
             .await
-            .map_err(|e| DownloadError::Transient(error_chain(&e)))?;
+            .map_err(|e| DownloadError::Transient(crate::error::chain(&e)))?;
         let status = response.status();
         if !status.is_success() {
             let message = format!("the server answered {status}");
@@ -152,7 +152,7 @@ impl WheelCache {
             while let Some(chunk) = response
                 .chunk()
                 .await
-                .map_err(|e| DownloadError::Transient(error_chain(&e)))?
+                .map_err(|e| DownloadError::Transient(crate::error::chain(&e)))?
             {
                 hasher.update(&chunk);
                 file.write_all(&chunk)
@@ -200,15 +200,4 @@ enum DownloadError {
     Final(String),
     /// A local problem or a hash mismatch.
     Pip(PipError),
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -247,6 +247,36 @@ pub fn layer_entries(layout: &Path) -> Vec<Entry> {
 }
 
 /// Runs a shell command, asserting success; returns stdout.
+/// Runs `args` (none: the image's own Cmd) in the image `layout:tag` under podman with runc, no
+/// network and the ulimits this machine needs. The image goes through containers-storage
+/// under a lower-case name (podman names `oci:` images after their path, which must be
+/// lower-case, and temp dirs are not) and is removed afterwards.
+pub fn podman_run(layout: &Path, tag: &str, args: &[&str]) -> Output {
+    let name = format!(
+        "localhost/imgbuild-it-{}-{}:latest",
+        tag.replace(':', "-"),
+        std::process::id()
+    );
+    sh(&format!(
+        "skopeo copy oci:{}:{tag} containers-storage:{name}",
+        layout.display()
+    ));
+    let out = Command::new("podman")
+        .args(["--runtime", "runc", "run", "--rm", "--network", "none"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+            &name,
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let _ = Command::new("podman").args(["rmi", "-f", &name]).output();
+    out
+}
+
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();
     assert!(
