@@ -6,6 +6,8 @@ mod bench_channel;
 mod bench_llm;
 mod build;
 mod common;
+mod concurrent;
+mod crash;
 mod errors;
 mod hostile;
 mod inspect;

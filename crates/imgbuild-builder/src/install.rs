@@ -133,6 +133,20 @@ pub async fn install(
     on_linked: Option<OnLinked>,
 ) -> Result<StagingRoot, BuildError> {
     let cache = ctx.package_cache();
+    // rattler's cache updates an entry in place only under the cache's global lock (its
+    // per-package metadata files are not locks): without it, two builds sharing a cache
+    // directory extract the same package at once and one fails renaming its temporary copy
+    // into place. The lock is let go before linking, where rattler's installer takes it itself.
+    let cache_lock = cache
+        .acquire_global_lock()
+        .await
+        .map_err(|e| BuildError::Install {
+            message: format!(
+                "cannot lock the package cache in {}: {}",
+                ctx.cache_dir.join("pkgs").display(),
+                chain(&e)
+            ),
+        })?;
     let fetched = try_join_all(records.iter().map(|r| fetch(ctx, &cache, r))).await?;
     let mut installed_sizes = HashMap::new();
     let mut all_paths = Vec::with_capacity(records.len());
@@ -167,6 +181,7 @@ pub async fn install(
         return Err(refused.into());
     }
     drop(entries);
+    drop(cache_lock);
 
     let staging_parent = ctx.cache_dir.join("staging");
     std::fs::create_dir_all(&staging_parent).map_err(|e| BuildError::io(&staging_parent, e))?;

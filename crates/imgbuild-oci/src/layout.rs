@@ -341,16 +341,108 @@ pub fn check_output_dir(dir: &Path) -> Result<OutputDir, OciError> {
 /// Writes `image` (whose blobs are in `store`) into the layout at `dir` under `tags`.
 ///
 /// A missing or empty `dir` becomes a new layout; an existing layout gets the image added, and
-/// any entry already carrying one of `tags` is replaced. Anything else is refused.
+/// any entry already carrying one of `tags` is replaced. Anything else is refused. Builds that
+/// write into the same `dir` at once take turns (a lock on the directory): each adds its image
+/// to what the one before left, so all of them succeed.
 pub fn write_layout(
     dir: &Path,
     store: &BlobStore,
     image: &BuiltImage,
     tags: &[String],
 ) -> Result<(), OciError> {
-    let existing = check_output_dir(dir)?;
-    let is_empty_dir = existing == OutputDir::Empty;
-    if existing == OutputDir::Layout {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(|e| OciError::io(&parent, e))?;
+    let (_lock, created) = lock_output(dir)?;
+    let temp_prefix = format!(
+        ".imgbuild-layout-{}-",
+        dir.file_name()
+            .map_or("layout".into(), |n| n.to_string_lossy())
+    );
+    remove_leftovers(dir, &parent, &temp_prefix);
+    let result = write_locked(dir, &parent, &temp_prefix, store, image, tags);
+    if result.is_err() && created {
+        // Leave nothing behind where there was nothing (fails, as it should, if not empty).
+        let _ = fs::remove_dir(dir);
+    }
+    result
+}
+
+/// Locks the output directory `dir` (made if missing; the flag says so) for this process. The
+/// directory can be replaced while a build waits for the lock (a new layout is renamed over
+/// the empty directory), so the lock only counts when it is still on what `dir` names.
+fn lock_output(dir: &Path) -> Result<(fs::File, bool), OciError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut announced = false;
+    loop {
+        let created = match fs::create_dir(dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(OciError::io(dir, e)),
+        };
+        let handle = fs::File::open(dir).map_err(|e| OciError::io(dir, e))?;
+        let held = handle.metadata().map_err(|e| OciError::io(dir, e))?;
+        if !held.is_dir() {
+            return Err(OciError::NotALayout(dir.to_path_buf()));
+        }
+        match handle.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                if !announced {
+                    tracing::info!(
+                        "waiting for another build that is writing to {}",
+                        dir.display()
+                    );
+                    announced = true;
+                }
+                handle.lock().map_err(|e| OciError::io(dir, e))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(OciError::io(dir, e)),
+        }
+        match fs::metadata(dir) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                return Ok((handle, created))
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// Removes what builds killed while writing this output left: their temporary layouts beside
+/// it (`<prefix>` and tempfile's six random characters) and temporary files inside it. Only
+/// lock holders make those, so with the lock held they are all dead.
+fn remove_leftovers(dir: &Path, parent: &Path, temp_prefix: &str) {
+    let listing = |d: &Path| fs::read_dir(d).into_iter().flatten().flatten();
+    for entry in listing(parent) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name
+            .strip_prefix(temp_prefix)
+            .is_some_and(|rest| rest.len() == 6)
+        {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    for d in [dir.to_path_buf(), dir.join("blobs").join("sha256")] {
+        for entry in listing(&d) {
+            if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+fn write_locked(
+    dir: &Path,
+    parent: &Path,
+    temp_prefix: &str,
+    store: &BlobStore,
+    image: &BuiltImage,
+    tags: &[String],
+) -> Result<(), OciError> {
+    if check_output_dir(dir)? == OutputDir::Layout {
         let target = BlobStore::new(dir);
         for blob in image.blobs.iter().chain([&image.manifest_digest]) {
             target.import(store, blob, false)?;
@@ -372,15 +464,12 @@ pub fn write_layout(
         return write_atomically(&dir.join("index.json"), &bytes);
     }
 
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).map_err(|e| OciError::io(&parent, e))?;
+    // An empty directory (the lock made it, or the user did): the new layout is put together
+    // beside it and renamed over it, so no one ever sees half a layout.
     let staging = tempfile::Builder::new()
-        .prefix(".imgbuild-layout-")
-        .tempdir_in(&parent)
-        .map_err(|e| OciError::io(&parent, e))?;
+        .prefix(temp_prefix)
+        .tempdir_in(parent)
+        .map_err(|e| OciError::io(parent, e))?;
     let target = BlobStore::new(staging.path());
     for blob in image.blobs.iter().chain([&image.manifest_digest]) {
         target.import(store, blob, false)?;
@@ -393,9 +482,6 @@ pub fn write_layout(
     // Make the directory world-readable like any other output (tempdir creates it 0700).
     set_mode(staging.path(), 0o755)?;
     let staging = staging.keep();
-    if is_empty_dir {
-        fs::remove_dir(dir).map_err(|e| OciError::io(dir, e))?;
-    }
     fs::rename(&staging, dir).map_err(|e| {
         let _ = fs::remove_dir_all(&staging);
         OciError::io(dir, e)

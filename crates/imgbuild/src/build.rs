@@ -115,7 +115,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         ..PlanOptions::default()
     };
     let mtime = source_date_epoch()?;
-    let cache_dir = crate::resolve_cache_dir(args.cache_dir.as_deref())?;
+    let (cache_dir, _cache_run) = crate::open_cache(args.cache_dir.as_deref())?;
     let mut ctx = Context::new(cache_dir.clone())?;
     let downloads = std::sync::Arc::new(DownloadProgress::default());
     ctx.download_progress = Some(downloads.clone());

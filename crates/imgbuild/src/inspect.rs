@@ -75,7 +75,7 @@ async fn load(name: &str, args: &ReadImageArgs) -> Result<Loaded> {
     })?;
     let options = registry::client_options(&args.registry)?;
     let client = registry::client_for(&reference, &options)?;
-    let cache_dir = crate::resolve_cache_dir(args.cache_dir.as_deref())?;
+    let (cache_dir, _cache_run) = crate::open_cache(args.cache_dir.as_deref())?;
     let store = BlobStore::new(&cache_dir);
     let image = pull_image(&client, &reference, &platform, &store, args.deep)
         .await

@@ -30,7 +30,7 @@ pub async fn run(args: LockArgs) -> Result<()> {
     };
     let cuda = args.cuda.as_deref().or(spec.image.cuda.as_deref());
     let glibc = args.glibc.as_deref().or(spec.image.glibc.as_deref());
-    let cache_dir = crate::resolve_cache_dir(args.cache_dir.as_deref())?;
+    let (cache_dir, _cache_run) = crate::open_cache(args.cache_dir.as_deref())?;
     let uv = (!pip_reqs.is_empty())
         .then(|| Uv::find(args.uv.as_deref(), &cache_dir))
         .transpose()?;

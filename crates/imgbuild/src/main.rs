@@ -127,6 +127,26 @@ pub(crate) fn resolve_cache_dir(
     Ok(std::fs::canonicalize(&dir)?)
 }
 
+/// [`resolve_cache_dir`], registered as in use for as long as the returned run lives; a run
+/// that finds the cache idle first removes what interrupted builds left in it.
+pub(crate) fn open_cache(
+    flag: Option<&std::path::Path>,
+) -> anyhow::Result<(std::path::PathBuf, imgbuild_builder::cache_dir::CacheRun)> {
+    use imgbuild_builder::cache_dir::{CacheRun, Sweep};
+    let dir = resolve_cache_dir(flag)?;
+    let (run, sweep) = CacheRun::start(&dir)?;
+    if let Sweep::Swept { entries, bytes } = sweep {
+        if entries > 0 {
+            tracing::info!(
+                "removed {entries} leftovers of interrupted builds ({:.1} MiB) from {}",
+                bytes as f64 / (1024.0 * 1024.0),
+                dir.display()
+            );
+        }
+    }
+    Ok((dir, run))
+}
+
 /// The error and its causes joined by ": ", skipping a cause whose text the message already
 /// holds (library errors often include their source in their own message).
 fn render(err: &anyhow::Error) -> String {

@@ -83,6 +83,11 @@ impl TestContext {
     /// one). Registry credentials
     /// and Docker's config are cleared so only what the test sets is seen.
     pub fn imgbuild_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).output().unwrap()
+    }
+
+    /// The command [`TestContext::imgbuild_env`] runs, to start it in the background.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
         cmd.args(args)
             .env_remove("SOURCE_DATE_EPOCH")
@@ -101,7 +106,7 @@ impl TestContext {
                 cmd.env(k, v);
             }
         }
-        cmd.output().unwrap()
+        cmd
     }
 }
 

@@ -1,0 +1,184 @@
+//! The cache directory that builds share: who is using it, and what a killed build left there.
+//!
+//! Every write into the cache goes through a temporary name that is renamed into place, so a
+//! build killed with SIGKILL never leaves a corrupt entry, only temporaries that nothing would
+//! ever rename. They cannot be told from the temporaries of a build that is still running by
+//! looking at them, so each run holds a shared lock on `<cache>/.imgbuild-runs.lock` for its
+//! whole life; a run that finds itself alone (it gets the lock exclusively) knows every
+//! temporary belongs to a run that has ended, removes them, and only then becomes a shared
+//! user like the others. A cache that is never idle keeps its leftovers until it is.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use crate::error::BuildError;
+
+const RUNS_LOCK: &str = ".imgbuild-runs.lock";
+
+/// This process's registration as a user of a cache directory; lasts as long as the value.
+#[derive(Debug)]
+pub struct CacheRun {
+    _lock: File,
+}
+
+/// What [`CacheRun::start`] did about leftovers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sweep {
+    /// No other run was using the cache: these leftovers of earlier runs were removed.
+    Swept { entries: usize, bytes: u64 },
+    /// Other runs are using the cache; leftovers (if any) are left for a later run.
+    Busy,
+}
+
+impl CacheRun {
+    /// Registers a run on `cache_dir`, first removing what interrupted runs left there if no
+    /// other run is using it.
+    pub fn start(cache_dir: &Path) -> Result<(Self, Sweep), BuildError> {
+        std::fs::create_dir_all(cache_dir).map_err(|e| BuildError::io(cache_dir, e))?;
+        let path = cache_dir.join(RUNS_LOCK);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| BuildError::io(&path, e))?;
+        let sweep = match lock.try_lock() {
+            Ok(()) => {
+                let (entries, bytes) = sweep(cache_dir);
+                Sweep::Swept { entries, bytes }
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Sweep::Busy,
+            Err(std::fs::TryLockError::Error(e)) => return Err(BuildError::io(&path, e)),
+        };
+        // Turns the exclusive lock into a shared one, or waits for a sweeping run to finish.
+        lock.lock_shared().map_err(|e| BuildError::io(&path, e))?;
+        Ok((Self { _lock: lock }, sweep))
+    }
+}
+
+/// Which names in which directory of the cache are temporaries (see the module docs: only
+/// called when no run owns them).
+fn is_leftover(dir: &str, name: &str) -> bool {
+    match dir {
+        // BlobStore temporaries and atomically replaced JSON entries.
+        "blobs/sha256" | "layers" | "environments" => name.starts_with(".tmp-"),
+        "wheels" => name.starts_with(".download-") || name.starts_with(".tmp-"),
+        // Temporary staging roots, pip's work directories, and roots an update never finished
+        // (a marker `root-<key>.incomplete` beside `root-<key>`).
+        "staging" => {
+            name.starts_with("env-")
+                || name.starts_with(".imgbuild-pip-")
+                || name.ends_with(".incomplete")
+        }
+        // rattler extracts a package into `.<name>-<version>-<build><random>` and renames it.
+        "pkgs" => name.starts_with('.') && name != ".cache.lock",
+        _ => false,
+    }
+}
+
+/// Removes every leftover; returns how many entries and bytes went. Best effort: something
+/// that cannot be removed stays and is logged, it does not fail the build.
+fn sweep(cache_dir: &Path) -> (usize, u64) {
+    let (mut entries, mut bytes) = (0, 0);
+    for dir in [
+        "blobs/sha256",
+        "layers",
+        "environments",
+        "wheels",
+        "staging",
+        "pkgs",
+    ] {
+        let Ok(listing) = std::fs::read_dir(cache_dir.join(dir)) else {
+            continue;
+        };
+        for entry in listing.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !is_leftover(dir, name) {
+                continue;
+            }
+            let mut doomed = vec![entry.path()];
+            if let Some(root) = name.strip_suffix(".incomplete") {
+                doomed.push(cache_dir.join(dir).join(root));
+            }
+            for path in doomed {
+                let size = tree_size(&path);
+                match remove(&path) {
+                    Ok(()) => {
+                        entries += 1;
+                        bytes += size;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(
+                        "cannot remove {}, left by an interrupted build: {e}",
+                        path.display()
+                    ),
+                }
+            }
+        }
+    }
+    (entries, bytes)
+}
+
+fn remove(path: &PathBuf) -> std::io::Result<()> {
+    if path.symlink_metadata()?.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    }
+}
+
+/// Bytes under `path` (not following symlinks), for the log line.
+fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = path.symlink_metadata() else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|listing| listing.flatten().map(|e| tree_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_run_removes_leftovers_and_a_second_run_leaves_them() {
+        let cache = tempfile::tempdir().unwrap();
+        let c = cache.path();
+        for (dir, name) in [
+            ("blobs/sha256", ".tmp-abc"),
+            ("staging", "env-xyz"),
+            ("staging", "root-0123.incomplete"),
+            ("pkgs", ".busybox-1.0-0XyZ12"),
+        ] {
+            std::fs::create_dir_all(c.join(dir)).unwrap();
+            std::fs::write(c.join(dir).join(name), b"12345").unwrap();
+        }
+        std::fs::create_dir_all(c.join("staging/root-0123/bin")).unwrap();
+        std::fs::write(c.join("staging/root-0123/bin/x"), b"1").unwrap();
+        std::fs::write(c.join("pkgs/.cache.lock"), b"").unwrap();
+        std::fs::write(c.join("blobs/sha256/aaaa"), b"kept").unwrap();
+
+        let (first, swept) = CacheRun::start(c).unwrap();
+        assert_eq!(
+            swept,
+            Sweep::Swept {
+                entries: 5,
+                bytes: 21
+            }
+        );
+        assert!(c.join("pkgs/.cache.lock").exists());
+        assert!(c.join("blobs/sha256/aaaa").exists());
+        assert!(!c.join("staging/root-0123").exists());
+
+        std::fs::write(c.join("blobs/sha256/.tmp-def"), b"").unwrap();
+        let (_second, swept) = CacheRun::start(c).unwrap();
+        assert_eq!(swept, Sweep::Busy);
+        assert!(c.join("blobs/sha256/.tmp-def").exists());
+        drop(first);
+    }
+}
