@@ -899,20 +899,28 @@ fn activation_scripts_are_baked_into_the_image_env() {
     ));
     assert!(report.contains("-> /opt/conda/share/actpkg"), "{report}");
 
-    // For another platform the scripts cannot run here: a warning names them.
+    // Read, not run, so another platform's image gets them too.
+    let arm = ctx.path("arm");
     let res = ctx.imgbuild(&[
         "--spec",
         ctx.spec(&["actpkg"]).to_str().unwrap(),
         "--output",
-        ctx.path("arm").to_str().unwrap(),
+        arm.to_str().unwrap(),
         "--platform",
         "linux/arm64",
     ]);
     assert_ok(&res);
     assert!(
-        stderr(&res).contains("activation scripts cannot run on this host for linux/arm64")
-            && stderr(&res).contains("actpkg.sh"),
+        stderr(&res).contains("baked activation scripts into the image (read, not run): etc/conda/activate.d/actpkg.sh"),
         "{}",
         stderr(&res)
+    );
+    let arm_env = config(&arm)["config"]["Env"].clone();
+    assert!(
+        arm_env
+            .as_array()
+            .unwrap()
+            .contains(&"ACTPKG_HOME=/opt/conda/share/actpkg".into()),
+        "{arm_env}"
     );
 }

@@ -294,3 +294,117 @@ fn hostile_paths_are_refused_before_anything_is_linked() {
         assert_refused(&ctx, &channel, deps, refused, needles, &canary);
     }
 }
+
+/// The image config's `Env` as `KEY=VALUE` strings.
+fn image_env(layout: &Path) -> Vec<String> {
+    config(layout)["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A package's activate.d script is code by whoever published the package. By default it is
+/// read, not run: a script that is more than plain assignments is left out with a warning
+/// naming it and its line, and the command in it never runs. With --run-activation-scripts it
+/// runs in a sandbox: no network, the environment read-only, a throwaway HOME.
+#[test]
+fn activation_scripts_are_read_not_run_unless_asked_and_then_sandboxed() {
+    let ctx = TestContext::new();
+    let canary = Canary::new(&ctx);
+    let channel = ctx.path("activation-channel");
+    let script = |body: String| {
+        let len = body.len();
+        (body.into_bytes(), len)
+    };
+    let (evil, evil_len) = script(format!(
+        "export PLAIN=yes\ntouch '{}/ran'\n",
+        canary.dir.display()
+    ));
+    hostile_package(
+        &channel,
+        "evil",
+        &[Payload::File("etc/conda/activate.d/evil.sh", evil)],
+        vec![file_entry("etc/conda/activate.d/evil.sh", evil_len)],
+    );
+    let (probe, probe_len) = script(
+        "export RAN_HOME=\"$HOME\"\n\
+         if touch \"$CONDA_PREFIX/written\" 2>/dev/null; then export PREFIX_WRITABLE=yes; \
+         else export PREFIX_WRITABLE=no; fi\n\
+         export NET_DEVICES=\"$(tail -n +3 /proc/net/dev | wc -l)\"\n\
+         export PATH=\"$CONDA_PREFIX/probe-bin:$PATH\"\n"
+            .to_string(),
+    );
+    hostile_package(
+        &channel,
+        "probe",
+        &[Payload::File("etc/conda/activate.d/probe.sh", probe)],
+        vec![file_entry("etc/conda/activate.d/probe.sh", probe_len)],
+    );
+    crate::common::channel::index(&channel);
+    let spec = ctx.spec_with_channel(&format!("file://{}", channel.display()), &["evil"]);
+    let build = |out: &str, extra: &[&str]| {
+        let out = ctx.path(out);
+        let mut args = vec![
+            "build",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let res = ctx.imgbuild(&args);
+        assert_ok(&res);
+        (image_env(&out), stderr(&res))
+    };
+
+    let (env, log) = build("read", &[]);
+    canary.assert_untouched();
+    assert!(
+        log.contains("activation script etc/conda/activate.d/evil.sh is not used")
+            && log.contains("line 2")
+            && log.contains("runs a command")
+            && log.contains("--run-activation-scripts"),
+        "{log}"
+    );
+    assert!(!env.iter().any(|e| e.starts_with("PLAIN=")), "{env:?}");
+
+    // Asked for: the scripts run, sandboxed.
+    std::fs::write(
+        &spec,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("  - evil\n", "  - probe\n"),
+    )
+    .unwrap();
+    let (env, log) = build("run", &["--run-activation-scripts"]);
+    assert!(log.contains("ran activation scripts in a sandbox"), "{log}");
+    assert!(env.contains(&"PREFIX_WRITABLE=no".to_string()), "{env:?}");
+    assert!(
+        env.contains(&"NET_DEVICES=1".to_string()),
+        "only loopback: {env:?}"
+    );
+    assert!(
+        env[0].starts_with("PATH=/opt/conda/bin:/opt/conda/probe-bin:"),
+        "{env:?}"
+    );
+    let home = env
+        .iter()
+        .find_map(|e| e.strip_prefix("RAN_HOME="))
+        .unwrap_or_else(|| panic!("{env:?}"));
+    assert!(
+        home.contains("imgbuild-activation-") && !std::path::Path::new(home).exists(),
+        "HOME was {home}, not a throwaway directory"
+    );
+    // The same package without the flag: the script is read, and refused at its first line
+    // ($HOME is the build host's, not the container's).
+    let (env, log) = build("probe-read", &[]);
+    assert!(
+        log.contains("probe.sh is not used")
+            && log.contains("line 1")
+            && log.contains("uses $HOME"),
+        "{log}"
+    );
+    assert!(!env.iter().any(|e| e.starts_with("RAN_HOME=")), "{env:?}");
+}

@@ -56,8 +56,9 @@ impl StagingRoot {
     pub fn activation(
         &self,
         platform: TargetPlatform,
+        scripts: crate::activation::ActivationScripts,
     ) -> Result<crate::activation::Activation, BuildError> {
-        crate::activation::bake(self.path(), &self.prefix, platform)
+        crate::activation::bake(self.path(), &self.prefix, platform, scripts)
     }
 }
 

@@ -7,6 +7,7 @@
 //! layers or images; the staging root is an ordinary directory plus the records that made it.
 
 pub mod activation;
+pub mod activation_script;
 pub mod cache_dir;
 pub mod download_progress;
 mod error;

@@ -38,6 +38,8 @@ pub struct EnvironmentRecipe<'a> {
     pub platform: &'a str,
     pub plan: &'a PlanOptions,
     pub write: &'a WriteOptions,
+    /// How activation scripts were treated (imgbuild-builder's `ActivationScripts`).
+    pub activation: &'a str,
 }
 
 impl EnvironmentRecipe<'_> {
@@ -45,7 +47,7 @@ impl EnvironmentRecipe<'_> {
     pub fn key(&self) -> String {
         let mut text = format!(
             "imgbuild {} layer-format {LAYER_FORMAT_VERSION}\nplatform={}\nprefix={}\n\
-             compression={:?}\nmtime={}\nbig={}\ngroups={}\nmax_layers={}\n",
+             compression={:?}\nmtime={}\nbig={}\ngroups={}\nmax_layers={}\nactivation={}\n",
             env!("CARGO_PKG_VERSION"),
             self.platform,
             self.write.prefix,
@@ -54,6 +56,7 @@ impl EnvironmentRecipe<'_> {
             self.plan.big_package_threshold,
             self.plan.small_groups,
             self.plan.max_layers,
+            self.activation,
         );
         for spec in self.requested {
             text.push_str(&format!("requested={spec}\n"));

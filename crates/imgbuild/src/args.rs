@@ -270,6 +270,12 @@ pub struct BuildArgs {
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
 
+    /// Run the packages' activate.d scripts (in a sandbox: no network, read-only environment,
+    /// throwaway HOME) instead of only reading their plain `export` lines. They are code by
+    /// whoever published each package; without this flag none of it runs on this machine.
+    #[arg(long)]
+    pub run_activation_scripts: bool,
+
     /// Working directory of the image.
     #[arg(long, value_name = "DIR")]
     pub workdir: Option<String>,

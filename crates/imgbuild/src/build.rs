@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
+use imgbuild_builder::activation::ActivationScripts;
 use imgbuild_builder::download_progress::DownloadProgress;
 use imgbuild_builder::pip::{self, PipPackage, PipRequirements, PipTarget, Uv};
 use imgbuild_builder::sbom::{self, BaseImageRef, SbomFormat, SbomInput};
@@ -293,6 +294,11 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
     if args.allow_sdist && !pip_text.is_empty() {
         pip_text.push("allow-sdist".to_string());
     }
+    let activation_scripts = if args.run_activation_scripts {
+        ActivationScripts::Run
+    } else {
+        ActivationScripts::Evaluate
+    };
     let env_key = EnvironmentRecipe {
         records: &records,
         requested: &requested_text,
@@ -300,6 +306,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         platform: platform.subdir().as_str(),
         plan: &plan_options,
         write: &write_options,
+        activation: activation_scripts.as_str(),
     }
     .key();
     let env_cache = EnvironmentCache::new(cache_dir.join("environments"));
@@ -339,6 +346,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
                 &plan_options,
                 &write_options,
                 &store,
+                activation_scripts,
             )
             .await?;
             pip_time = pip;
@@ -731,6 +739,7 @@ async fn build_environment(
     plan_options: &PlanOptions,
     write_options: &WriteOptions,
     store: &BlobStore,
+    activation_scripts: ActivationScripts,
 ) -> Result<(BuiltEnvironment, std::time::Duration)> {
     let t = Instant::now();
     // Big packages' layers start as soon as rattler has linked them (see imgbuild-layer's
@@ -837,7 +846,7 @@ async fn build_environment(
         reused,
         t.elapsed()
     );
-    let activation = staging.activation(platform)?;
+    let activation = staging.activation(platform, activation_scripts)?;
     Ok((
         BuiltEnvironment {
             layers,
