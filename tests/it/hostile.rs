@@ -15,6 +15,8 @@ use crate::common::*;
 enum Payload {
     File(&'static str, Vec<u8>),
     Symlink(&'static str, String),
+    /// Any entry: name, type, link name, data (written raw, see [`raw_entry`]).
+    Raw(String, tar::EntryType, String, Vec<u8>),
 }
 
 /// A tar entry whose name is written into the header as given: `tar::Header::set_path` would
@@ -83,6 +85,9 @@ fn hostile_package(channel: &Path, name: &str, payload: &[Payload], paths: Vec<V
                 target.clone(),
                 Vec::new(),
             ),
+            Payload::Raw(name, kind, link, data) => {
+                (name.clone(), *kind, link.clone(), data.clone())
+            }
         })
         .collect();
     let stem = format!("{name}-1.0-0");
@@ -407,4 +412,213 @@ fn activation_scripts_are_read_not_run_unless_asked_and_then_sandboxed() {
         "{log}"
     );
     assert!(!env.iter().any(|e| e.starts_with("RAN_HOME=")), "{env:?}");
+}
+
+/// A tar entry of `size` zero bytes whose header is written directly (no 4 GiB in memory):
+/// for a decompression bomb.
+fn zero_file_tar(name: &str, size: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_mtime(0);
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.resize(tar.len() + size.div_ceil(512) as usize * 512 + 1024, 0);
+    tar
+}
+
+/// Archive entries no package needs, each trying to reach the canary or to fill the disk:
+/// refused while extracting, before the entry is written, naming the package, the entry and
+/// the rule; the canary is unchanged and the package leaves nothing in the cache.
+#[test]
+fn hostile_archive_entries_are_refused_while_extracting() {
+    let ctx = TestContext::new();
+    let canary = Canary::new(&ctx);
+    let channel = ctx.path("archive-channel");
+    let secret = canary.dir.join("secret.txt").display().to_string();
+    let raw = |name: &str, kind, link: &str, data: &[u8]| {
+        Payload::Raw(name.to_string(), kind, link.to_string(), data.to_vec())
+    };
+    use tar::EntryType as T;
+    let packages: Vec<(&str, Vec<Payload>, Vec<Value>)> = vec![
+        ("fifo", vec![raw("share/fifo", T::Fifo, "", b"")], vec![]),
+        ("chardev", vec![raw("dev/zero", T::Char, "", b"")], vec![]),
+        ("blockdev", vec![raw("dev/sda", T::Block, "", b"")], vec![]),
+        (
+            "hardout",
+            vec![raw("share/h", T::Link, &secret, b"")],
+            vec![file_entry("share/h", Canary::TEXT.len())],
+        ),
+        (
+            "hardup",
+            vec![raw("share/h", T::Link, &canary.via_dotdot(), b"")],
+            vec![],
+        ),
+        (
+            "tardotdot",
+            vec![raw(
+                &canary.via_dotdot().replace("secret.txt", "new.txt"),
+                T::Regular,
+                "",
+                b"x",
+            )],
+            vec![],
+        ),
+        (
+            "tarabsolute",
+            vec![raw(
+                &secret.replace("secret.txt", "new.txt"),
+                T::Regular,
+                "",
+                b"x",
+            )],
+            vec![],
+        ),
+        (
+            "tarthrough",
+            vec![
+                raw(
+                    "share/l",
+                    T::Symlink,
+                    &canary.dir.display().to_string(),
+                    b"",
+                ),
+                raw("share/l/new.txt", T::Regular, "", b"x"),
+            ],
+            vec![],
+        ),
+        (
+            "badhash",
+            vec![Payload::File("share/data.txt", b"real bytes\n".to_vec())],
+            vec![
+                json!({"_path": "share/data.txt", "path_type": "hardlink", "size_in_bytes": 11,
+                        "sha256": "0000000000000000000000000000000000000000000000000000000000000000"}),
+            ],
+        ),
+        ("missing", vec![], vec![file_entry("share/missing.txt", 4)]),
+    ];
+    for (name, payload, paths) in &packages {
+        hostile_package(&channel, name, payload, paths.clone());
+    }
+    // A decompression bomb: a few hundred bytes of .tar.bz2 that expand to 256 MiB of zeros.
+    let bomb_dir = ctx.path("bomb");
+    std::fs::create_dir_all(bomb_dir.join("info")).unwrap();
+    std::fs::write(
+        bomb_dir.join("info/index.json"),
+        serde_json::to_vec(&json!({"name": "bomb", "version": "1.0", "build": "0",
+            "build_number": 0, "depends": [], "subdir": "noarch", "noarch": "generic"}))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut tar = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar);
+        let index = std::fs::read(bomb_dir.join("info/index.json")).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("info/index.json").unwrap();
+        h.set_size(index.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, &index[..]).unwrap();
+        b.finish().unwrap();
+    }
+    tar.truncate(tar.len() - 1024); // drop the end-of-archive marker; the zeros follow
+    tar.extend(zero_file_tar("share/zeros.bin", 256 << 20));
+    let raw_tar = ctx.path("bomb.tar");
+    std::fs::write(&raw_tar, &tar).unwrap();
+    drop(tar);
+    sh(&format!(
+        "bzip2 -9 -c {} > {}/noarch/bomb-1.0-0.tar.bz2",
+        raw_tar.display(),
+        channel.display()
+    ));
+    let bomb_size = std::fs::metadata(channel.join("noarch/bomb-1.0-0.tar.bz2"))
+        .unwrap()
+        .len();
+    assert!(bomb_size < 300_000, "the bomb is {bomb_size} bytes");
+    crate::common::channel::index(&channel);
+
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "fifo",
+            &[
+                "'share/fifo'",
+                "is a FIFO: packages hold only files, directories and links",
+            ],
+        ),
+        ("chardev", &["'dev/zero'", "is a character device"]),
+        ("blockdev", &["'dev/sda'", "is a block device"]),
+        (
+            "hardout",
+            &[
+                "'share/h'",
+                "is a hard link to",
+                "which is not a file earlier in the package",
+            ],
+        ),
+        (
+            "hardup",
+            &["'share/h'", "which is not a file earlier in the package"],
+        ),
+        ("tardotdot", &["leaves the package with '..'"]),
+        ("tarabsolute", &["is an absolute path"]),
+        (
+            "tarthrough",
+            &[
+                "'share/l/new.txt'",
+                "goes through share/l, a symlink earlier in the archive",
+            ],
+        ),
+        (
+            "badhash",
+            &[
+                "'share/data.txt'",
+                "has sha256",
+                "but paths.json declares 0000000000",
+            ],
+        ),
+        (
+            "missing",
+            &["'share/missing.txt'", "is not in the package's archive"],
+        ),
+    ];
+    for (refused, needles) in cases {
+        assert_refused(&ctx, &channel, &[refused], refused, needles, &canary);
+    }
+
+    // The bomb, under a limit of 16 MiB: refused at the entry that crosses it, quickly, and
+    // without writing what it promised.
+    let spec = ctx.spec_with_channel(&format!("file://{}", channel.display()), &["bomb"]);
+    let cache = ctx.path("cache-bomb");
+    let started = std::time::Instant::now();
+    let res = ctx.imgbuild(&[
+        "build",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        ctx.path("img-bomb").to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--max-package-size",
+        "16MiB",
+    ]);
+    assert_fails_with(
+        &res,
+        &[
+            "refusing bomb-1.0-0",
+            "'share/zeros.bin'",
+            "takes the package past 16.0 MiB expanded",
+            "--max-package-size",
+        ],
+    );
+    let took = started.elapsed();
+    let du = sh(&format!("du -sb {} | cut -f1", cache.display()));
+    let cache_bytes: u64 = du.trim().parse().unwrap();
+    assert!(
+        cache_bytes < 1 << 20,
+        "the cache holds {cache_bytes} bytes after the refusal"
+    );
+    eprintln!("bomb: {bomb_size} bytes of .tar.bz2 for 256 MiB, refused in {took:.2?}, cache {cache_bytes} bytes");
 }

@@ -48,6 +48,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     UnsafePackage(#[from] crate::package_check::UnsafeEntry),
+    #[error(transparent)]
+    UnsafeArchive(#[from] crate::extract::UnsafeArchive),
     #[error("solver failed: {0}")]
     Solver(String),
     #[error("could not download or extract {package} from {url}: {message}")]

@@ -14,7 +14,6 @@ use rattler::install::{ExternalSymlinkPolicy, Installer, LinkOptions, Reporter, 
 use rattler_cache::package_cache::{CacheMetadata, PackageCache};
 use rattler_conda_types::package::{FileMode, PathsJson};
 use rattler_conda_types::{MatchSpec, PrefixRecord, RepoDataRecord};
-use rattler_networking::retry_policies::default_retry_policy;
 use tempfile::TempDir;
 
 use crate::error::{chain, BuildError};
@@ -251,42 +250,198 @@ pub async fn install(
     Ok(root)
 }
 
+/// The package of `record` in the package cache, fetched and extracted if it is not there:
+/// downloaded (or read from a `file://` channel), checked against the sha256 the record
+/// promises, then extracted by [`crate::extract`], which checks every entry before it touches
+/// the disk. rattler's cache does the bookkeeping (a temporary directory renamed into place).
 async fn fetch(
     ctx: &Context,
     cache: &PackageCache,
     record: &RepoDataRecord,
 ) -> Result<CacheMetadata, BuildError> {
-    let err = |e: &dyn std::error::Error| BuildError::Fetch {
+    let fetch_error = |message: String| BuildError::Fetch {
         package: record.identifier.to_string(),
         url: record.url.to_string(),
-        message: chain(e),
+        message,
     };
-    if record.url.scheme() == "file" {
-        let path = record.url.to_file_path().map_err(|()| BuildError::Fetch {
-            package: record.identifier.to_string(),
-            url: record.url.to_string(),
-            message: "not a local path".into(),
-        })?;
-        cache
-            .get_or_fetch_from_path(&path, Some(&record.package_record), None)
+    let job = Arc::new(FetchJob {
+        url: record.url.clone(),
+        package: label(record),
+        sha256: record.package_record.sha256.map(|h| h.into()),
+        client: ctx.client.clone(),
+        progress: ctx.download_progress.clone(),
+        downloads_dir: ctx.cache_dir.join("pkgs"),
+        max_bytes: ctx.max_package_size,
+    });
+    let result = cache
+        .get_or_fetch(
+            &record.package_record,
+            move |dest| {
+                let job = job.clone();
+                async move { job.run(&dest).await.map(|sha| Some(sha.into())) }
+            },
+            None,
+        )
+        .await;
+    result.map_err(|e| {
+        use rattler_cache::package_cache::{PackageCacheError, PackageCacheLayerError};
+        let failure = match &e {
+            PackageCacheError::LayerError(layer) => match layer.downcast_ref() {
+                Some(PackageCacheLayerError::FetchError(inner)) => {
+                    inner.downcast_ref::<FetchFailure>()
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(failure) = failure {
+            if !matches!(failure, FetchFailure::Download(_) | FetchFailure::Io { .. }) {
+                // Refused or not what was promised: leave no trace of it in the package cache
+                // (rattler's cache removed the extraction; its metadata file stays otherwise).
+                let entry = ctx.cache_dir.join("pkgs").join(label(record));
+                let mut lock = entry.into_os_string();
+                lock.push(".lock");
+                let _ = std::fs::remove_file(lock);
+            }
+            return match failure {
+                FetchFailure::Extract(crate::extract::ExtractError::Refused(r)) => {
+                    BuildError::UnsafeArchive(r.clone())
+                }
+                FetchFailure::Extract(crate::extract::ExtractError::Listed(r)) => {
+                    BuildError::UnsafePackage(r.clone())
+                }
+                FetchFailure::Extract(crate::extract::ExtractError::Io { path, source })
+                | FetchFailure::Io { path, source } => BuildError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::new(source.kind(), source.to_string()),
+                },
+                other => fetch_error(other.to_string()),
+            };
+        }
+        fetch_error(chain(&e))
+    })
+}
+
+/// Everything one package fetch needs, owned (rattler's cache runs it as a `'static` task).
+struct FetchJob {
+    url: url::Url,
+    package: String,
+    sha256: Option<[u8; 32]>,
+    client: reqwest_middleware::ClientWithMiddleware,
+    progress: Option<Arc<crate::download_progress::DownloadProgress>>,
+    downloads_dir: PathBuf,
+    max_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FetchFailure {
+    #[error("{0}")]
+    Download(String),
+    #[error(
+        "the archive has sha256 {actual}, but the channel's record promises {expected}; it was \
+         not used (a changed upload, a proxy rewriting files, or stale repodata)"
+    )]
+    HashMismatch { expected: String, actual: String },
+    #[error(transparent)]
+    Extract(crate::extract::ExtractError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl FetchJob {
+    /// Fetches the archive, checks its hash and extracts it into `dest`; returns its sha256.
+    async fn run(&self, dest: &Path) -> Result<[u8; 32], FetchFailure> {
+        use crate::download::{download, with_retries, DownloadError};
+        let (archive, sha256, _download) = if self.url.scheme() == "file" {
+            let path = self
+                .url
+                .to_file_path()
+                .map_err(|()| FetchFailure::Download("not a local path".into()))?;
+            let hashed = path.clone();
+            let sha = tokio::task::spawn_blocking(move || hash_file(&hashed))
+                .await
+                .expect("hashing does not panic")
+                .map_err(|source| FetchFailure::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            (path, sha, None)
+        } else {
+            if let Some(p) = &self.progress {
+                p.packages
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let downloaded = with_retries(self.url.as_str(), || {
+                download(
+                    &self.client,
+                    self.url.as_str(),
+                    &self.downloads_dir,
+                    self.progress.as_deref(),
+                )
+            })
             .await
-            .map_err(|e| err(&e))
-    } else {
-        cache
-            .get_or_fetch_from_url_with_retry(
-                &record.package_record,
-                record.url.clone(),
-                ctx.client.clone().into(),
-                default_retry_policy(),
-                ctx.download_progress.clone().map(|p| {
-                    std::sync::Arc::new(crate::download_progress::Reporter::new(p))
-                        as std::sync::Arc<dyn rattler_cache::package_cache::CacheReporter>
-                }),
-                None,
-            )
-            .await
-            .map_err(|e| err(&e))
+            .map_err(|e| match e {
+                DownloadError::Transient(m) | DownloadError::Final(m) => FetchFailure::Download(m),
+                DownloadError::Io { path, source } => FetchFailure::Io { path, source },
+            })?;
+            // The archive keeps the URL's file name: its suffix says how to read it.
+            let named = dest.with_extension("download");
+            std::fs::create_dir_all(&named).map_err(|source| FetchFailure::Io {
+                path: named.clone(),
+                source,
+            })?;
+            let path = named.join(
+                self.url
+                    .path_segments()
+                    .and_then(|mut s| s.next_back())
+                    .unwrap_or("package"),
+            );
+            let sha = downloaded.sha256;
+            downloaded
+                .file
+                .persist(&path)
+                .map_err(|e| FetchFailure::Io {
+                    path: path.clone(),
+                    source: e.error,
+                })?;
+            (path.clone(), sha, Some(RemoveOnDrop(named)))
+        };
+        if let Some(expected) = self.sha256.filter(|e| *e != sha256) {
+            return Err(FetchFailure::HashMismatch {
+                expected: hex::encode(expected),
+                actual: hex::encode(sha256),
+            });
+        }
+        let (dest, package, max) = (dest.to_path_buf(), self.package.clone(), self.max_bytes);
+        tokio::task::spawn_blocking(move || {
+            crate::extract::extract(&archive, &dest, &package, max)
+        })
+        .await
+        .expect("extraction does not panic")
+        .map_err(FetchFailure::Extract)?;
+        Ok(sha256)
     }
+}
+
+/// A directory removed (with what is in it) when this value is dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    use sha2::Digest as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hasher.finalize().into())
 }
 
 /// Whether symbolic links can be made in `dir` (what rattler would ask for each package).

@@ -9,8 +9,10 @@
 pub mod activation;
 pub mod activation_script;
 pub mod cache_dir;
+mod download;
 pub mod download_progress;
 mod error;
+pub mod extract;
 pub mod history;
 mod index_files;
 pub mod install;
@@ -47,7 +49,13 @@ pub struct Context {
     pub client: ClientWithMiddleware,
     /// Where package downloads report their bytes, if anyone is watching.
     pub download_progress: Option<std::sync::Arc<download_progress::DownloadProgress>>,
+    /// The most a package may expand to (the sum of its archive's entries), in bytes.
+    pub max_package_size: u64,
 }
+
+/// [`Context::max_package_size`] unless told otherwise: well above the largest real packages
+/// (CUDA and pytorch builds of a few GiB), far below what fills a CI runner's disk by surprise.
+pub const DEFAULT_MAX_PACKAGE_SIZE: u64 = 16 << 30;
 
 impl Context {
     /// A context with a plain HTTP client.
@@ -60,6 +68,7 @@ impl Context {
             cache_dir,
             client: reqwest_middleware::ClientBuilder::new(client).build(),
             download_progress: None,
+            max_package_size: DEFAULT_MAX_PACKAGE_SIZE,
         })
     }
 

@@ -10,20 +10,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
 
+use crate::download::DownloadError;
 use crate::download_progress::DownloadProgress;
 use crate::pip::{PipError, PipPackage};
 use crate::wheel;
 
 /// Downloads at once: enough to fill a link with a few big CUDA wheels, few enough to be polite.
 const PARALLEL: usize = 4;
-/// Attempts for a download that fails on the network (not on a status or a hash).
-const ATTEMPTS: u32 = 3;
 
 /// Where downloaded wheels live.
 #[derive(Debug, Clone)]
@@ -87,117 +83,33 @@ impl WheelCache {
         if let Some(p) = progress {
             p.packages.fetch_add(1, Ordering::Relaxed);
         }
-        let mut attempt = 1;
-        loop {
-            match self.download(client, package, &dest, progress).await {
-                Err(DownloadError::Transient(message)) if attempt < ATTEMPTS => {
-                    tracing::warn!(
-                        "downloading {} failed ({message}); trying again",
-                        package.url
-                    );
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-                    attempt += 1;
-                }
-                Err(DownloadError::Transient(message) | DownloadError::Final(message)) => {
-                    return Err(PipError::Download {
-                        name: package.name.clone(),
-                        url: package.url.clone(),
-                        message,
-                    })
-                }
-                Err(DownloadError::Pip(e)) => return Err(e),
-                Ok(()) => return Ok(dest),
-            }
-        }
-    }
-
-    /// One attempt: into a temp file beside `dest`, hashed as it arrives, renamed only when
-    /// the hash matches.
-    async fn download(
-        &self,
-        client: &reqwest_middleware::ClientWithMiddleware,
-        package: &PipPackage,
-        dest: &Path,
-        progress: Option<&DownloadProgress>,
-    ) -> Result<(), DownloadError> {
-        let dir = dest.parent().expect("a file under the cache");
-        let response = client
-            .get(&package.url)
-            .send()
-            .await
-            .map_err(|e| DownloadError::Transient(crate::error::chain(&e)))?;
-        let status = response.status();
-        if !status.is_success() {
-            let message = format!("the server answered {status}");
-            return Err(if status.is_server_error() || status.as_u16() == 429 {
-                DownloadError::Transient(message)
-            } else {
-                DownloadError::Final(message)
-            });
-        }
-        let length = response.content_length().unwrap_or(0);
-        if let Some(p) = progress {
-            p.total.fetch_add(length, Ordering::Relaxed);
-        }
-        let temp = tempfile::Builder::new()
-            .prefix(".download-")
-            .tempfile_in(dir)
-            .map_err(|e| DownloadError::Pip(PipError::io(dir, e)))?;
-        let (file, temp_path) = temp.into_parts();
-        let mut file = tokio::fs::File::from_std(file);
-        let mut hasher = Sha256::new();
-        let mut received = 0u64;
-        let mut response = response;
-        let result: Result<(), DownloadError> = async {
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| DownloadError::Transient(crate::error::chain(&e)))?
-            {
-                hasher.update(&chunk);
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| DownloadError::Pip(PipError::io(dir, e)))?;
-                received += chunk.len() as u64;
-                if let Some(p) = progress {
-                    p.done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        let downloaded = crate::download::with_retries(&package.url, || {
+            crate::download::download(client, &package.url, dir, progress)
+        })
+        .await
+        .map_err(|e| match e {
+            DownloadError::Transient(message) | DownloadError::Final(message) => {
+                PipError::Download {
+                    name: package.name.clone(),
+                    url: package.url.clone(),
+                    message,
                 }
             }
-            file.flush()
-                .await
-                .map_err(|e| DownloadError::Pip(PipError::io(dir, e)))?;
-            Ok(())
-        }
-        .await;
-        if let Some(p) = progress {
-            // A retry counts its bytes again; keep the bar's total honest.
-            if result.is_err() {
-                p.total.fetch_sub(length, Ordering::Relaxed);
-                p.done.fetch_sub(received, Ordering::Relaxed);
-            }
-        }
-        result?;
-        let actual = hex::encode(hasher.finalize());
+            DownloadError::Io { path, source } => PipError::io(&path, source),
+        })?;
+        let actual = hex::encode(downloaded.sha256);
         if !actual.eq_ignore_ascii_case(&package.sha256) {
-            return Err(DownloadError::Pip(PipError::HashMismatch {
+            return Err(PipError::HashMismatch {
                 name: package.name.clone(),
                 url: package.url.clone(),
                 expected: package.sha256.clone(),
                 actual,
-            }));
+            });
         }
-        temp_path
-            .persist(dest)
-            .map_err(|e| DownloadError::Pip(PipError::io(dest, e.error)))?;
-        Ok(())
+        downloaded
+            .file
+            .persist(&dest)
+            .map_err(|e| PipError::io(&dest, e.error))?;
+        Ok(dest)
     }
-}
-
-enum DownloadError {
-    /// Worth another attempt: the connection broke, the server is overloaded.
-    Transient(String),
-    /// Will not change by asking again: 404, 403.
-    Final(String),
-    /// A local problem or a hash mismatch.
-    Pip(PipError),
 }

@@ -312,6 +312,11 @@ pub struct BuildArgs {
     #[arg(long, default_value = "32MiB", value_name = "SIZE")]
     pub big_package_threshold: String,
 
+    /// Refuse a package whose archive expands to more than this (a decompression bomb fills the
+    /// disk otherwise). The largest real packages (CUDA, pytorch) are a few GiB.
+    #[arg(long, default_value = "16GiB", value_name = "SIZE")]
+    pub max_package_size: String,
+
     /// Most layers the environment may use (the base image's come on top).
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub max_layers: usize,

@@ -118,6 +118,8 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
     let mtime = source_date_epoch()?;
     let (cache_dir, _cache_run) = crate::open_cache(args.cache_dir.as_deref())?;
     let mut ctx = Context::new(cache_dir.clone())?;
+    ctx.max_package_size =
+        parse_size(&args.max_package_size).context("invalid --max-package-size")?;
     let downloads = std::sync::Arc::new(DownloadProgress::default());
     ctx.download_progress = Some(downloads.clone());
     let wheel_downloads = std::sync::Arc::new(DownloadProgress::default());
