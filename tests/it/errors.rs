@@ -334,3 +334,138 @@ fn layer_budget_over_dockers_limit_is_refused_before_any_work() {
     );
     no_output_left(&out);
 }
+
+/// A tag a layout cannot carry (skopeo and podman could not name the image) is refused before
+/// any work, naming the tag and the rule; nothing is written.
+#[test]
+fn a_tag_that_cannot_name_an_image_is_refused_up_front() {
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["whereami"]);
+    for (tag, why) in [
+        ("", "it is empty"),
+        ("my repo:tag", "not a letter, a digit or a separator"),
+        ("repo:a\nb", "not a letter, a digit or a separator"),
+        ("repo//x", "empty component"),
+    ] {
+        let out = ctx.path("img");
+        let res = ctx.imgbuild(&[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--tag",
+            tag,
+        ]);
+        assert_fails_with(
+            &res,
+            &["cannot name an image in a layout", why, "llm-env:cu118"],
+        );
+        assert!(!out.exists(), "{tag:?}: something was written");
+        assert!(
+            !stderr(&res).contains("solved"),
+            "{tag:?}: work was done first"
+        );
+    }
+}
+
+/// YAML made to hurt the parser: 100 000 nested `[` (serde_yaml took 42 s on it), and a 50 MB
+/// spec of 500 000 dependencies. Each is refused before parsing, saying which limit it broke and
+/// where (the times are printed, not asserted: see docs/reliability.md).
+#[test]
+fn yaml_that_nests_too_deep_or_is_too_big_fails_at_once() {
+    let ctx = TestContext::new();
+    let deep = ctx.path("deep.yml");
+    std::fs::write(
+        &deep,
+        format!("name: x\ndependencies: {}\n", "[".repeat(100_000)),
+    )
+    .unwrap();
+    let big = ctx.path("big.yml");
+    let mut text = String::from("name: x\nchannels:\n  - conda-forge\ndependencies:\n");
+    for i in 0..500_000 {
+        text.push_str(&format!(
+            "  - package-number-{i:08}-with-a-rather-long-name-from-a-big-conda-export>=1.0.0,<2.0.0a0  # pinned\n"
+        ));
+    }
+    assert!(text.len() > 45 << 20, "{}", text.len());
+    std::fs::write(&big, text).unwrap();
+    let lock = ctx.path("deep.lock.yml");
+    std::fs::write(
+        &lock,
+        format!("version: 6\nenvironments: {}\n", "{a: ".repeat(50_000)),
+    )
+    .unwrap();
+    for (args, needles) in [
+        (
+            vec!["--spec", deep.to_str().unwrap()],
+            vec!["deep.yml", "line 2 nests more than 64 levels deep"],
+        ),
+        (
+            vec!["--spec", big.to_str().unwrap()],
+            vec!["big.yml", "larger than 4 MiB"],
+        ),
+        (
+            vec!["--lock", lock.to_str().unwrap()],
+            vec!["deep.lock.yml", "line 2 nests more than 64 levels deep"],
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let img = ctx.path("img");
+        let mut all = args.clone();
+        all.extend(["--output", img.to_str().unwrap()]);
+        let res = ctx.imgbuild(&all);
+        assert_fails_with(&res, &needles);
+        eprintln!("{:?}: refused in {:.2?}", args[1], started.elapsed());
+        assert!(!ctx.path("img").exists());
+    }
+}
+
+/// `--output` on a file system that fills up (a 2 MiB tmpfs; the image is ~4 MiB): the error
+/// names the file being written there, not the cache blob it was copied from, and nothing is
+/// left on the small file system (no half layout, no temporary beside it).
+#[test]
+fn a_full_disk_names_the_file_being_written_and_leaves_no_half_layout() {
+    let ctx = TestContext::new();
+    let small = ctx.path("small");
+    std::fs::create_dir_all(&small).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=2m tmpfs {}",
+        small.display()
+    ));
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+    let out = small.join("img");
+    let spec = ctx.spec(&["bigdata", "whereami"]);
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let err = assert_fails_with(&res, &["No space left on device"]);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains(&format!("cannot write the image layout {}", out.display())),
+        "{line}"
+    );
+    assert!(
+        !line.contains(ctx.path("cache").to_str().unwrap()),
+        "names the cache: {line}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&small)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left on the full file system: {left:?}");
+}

@@ -401,7 +401,22 @@ fn push_errors_are_specific() {
         "--insecure-registry",
         "127.0.0.1:9",
     ]);
-    assert_fails_with(&out, &["cannot reach registry 127.0.0.1:9"]);
+    let err = assert_fails_with(&out, &["cannot reach registry 127.0.0.1:9"]);
+    // A connection that cannot be made is not retried (it cost 11 s of back-off).
+    assert!(!err.contains("retrying"), "{err}");
+    // Nor for a base image on a registry that is not there.
+    let out = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--base",
+        "127.0.0.1:9/x/base:1",
+        "--insecure-registry",
+        "127.0.0.1:9",
+        "--output",
+        ctx.path("no-base").to_str().unwrap(),
+    ]);
+    let err = assert_fails_with(&out, &["cannot reach registry 127.0.0.1:9"]);
+    assert!(!err.contains("retrying"), "{err}");
     // `imgbuild push` of something that is not a layout.
     let out = ctx.imgbuild(&[
         "push",

@@ -99,6 +99,38 @@ fn spdx_sbom_is_valid_complete_and_in_the_image() {
     let bytes = std::fs::read(&file).unwrap();
     let doc: Value = serde_json::from_slice(&bytes).unwrap();
     validate_spdx(&doc).unwrap();
+    // The base is named by its digest, not by where it sits on this machine: the same base
+    // at another path makes the same image.
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains(ctx.tmp.path().to_str().unwrap()),
+        "a host path in the SBOM"
+    );
+    let moved = ctx.path("elsewhere/base-copy");
+    sh(&format!(
+        "mkdir -p {0} && cp -a {1}/. {0}/",
+        moved.display(),
+        base.display()
+    ));
+    let again = ctx.path("img-again");
+    assert_ok(
+        &ctx.imgbuild(&[
+            "--spec",
+            ctx.spec(&["whereami", "binlib", "hello-py"])
+                .to_str()
+                .unwrap(),
+            "--base",
+            &format!("oci:{}", moved.display()),
+            "--output",
+            again.to_str().unwrap(),
+            "--sbom",
+            ctx.path("sbom-again.spdx.json").to_str().unwrap(),
+        ]),
+    );
+    assert_eq!(
+        manifest(&out),
+        manifest(&again),
+        "the base's path changed the image"
+    );
     assert_eq!(doc["spdxVersion"], "SPDX-2.3");
     // The check can fail: a document without creation info, or with a bad checksum
     // algorithm, is refused.

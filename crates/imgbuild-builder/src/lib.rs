@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod activation_script;
+mod bounded;
 pub mod cache_dir;
 mod download;
 pub mod download_progress;

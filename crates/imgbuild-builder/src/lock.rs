@@ -107,20 +107,38 @@ pub fn read_lock(
     environment: Option<&str>,
     platform: TargetPlatform,
 ) -> Result<LockedEnvironment, LockError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LockError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
     let invalid = |message: String| LockError::Invalid {
         path: path.to_path_buf(),
         message,
     };
+    let text = crate::bounded::read(path, crate::bounded::LOCK)
+        .map_err(|source| LockError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .map_err(|too_much| invalid(too_much.to_string()))?;
+    parse_lock(&text, path, environment, platform)
+}
+
+/// [`read_lock`] on text already read; `path` names it in messages and anchors relative paths.
+pub fn parse_lock(
+    text: &str,
+    path: &Path,
+    environment: Option<&str>,
+    platform: TargetPlatform,
+) -> Result<LockedEnvironment, LockError> {
+    let invalid = |message: String| LockError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    crate::bounded::check_depth(text, crate::bounded::LOCK.max_depth)
+        .map_err(|too_much| invalid(too_much.to_string()))?;
     let subdir = platform.subdir();
     let (format, records) = if text.lines().any(|l| l.trim() == "@EXPLICIT") {
-        (LockFormat::Explicit, read_explicit(&text, path, platform)?)
+        (LockFormat::Explicit, read_explicit(text, path, platform)?)
     } else {
         let doc: serde_yaml::Value =
-            serde_yaml::from_str(&text).map_err(|_| LockError::UnknownFormat {
+            serde_yaml::from_str(text).map_err(|_| LockError::UnknownFormat {
                 path: path.to_path_buf(),
             })?;
         if doc.get("package").is_some() && doc.get("metadata").is_some() {
@@ -130,7 +148,7 @@ pub fn read_lock(
             )
         } else if doc.get("environments").is_some() {
             let dir = path.parent().unwrap_or(Path::new("."));
-            let lock = LockFile::from_str_with_base_directory(&text, Some(dir))
+            let lock = LockFile::from_str_with_base_directory(text, Some(dir))
                 .map_err(|e| invalid(e.to_string()))?;
             let name = environment.unwrap_or("default");
             let env = lock.environment(name).ok_or_else(|| {
@@ -169,7 +187,7 @@ pub fn read_lock(
                     invalid(format!("environment '{name}' has no packages for {subdir}"))
                 })?;
             let mut locked = finish(LockFormat::Pixi, records);
-            locked.requested = requested_from_header(&text, path)?;
+            locked.requested = requested_from_header(text, path)?;
             locked.pip = pip;
             return Ok(locked);
         } else {

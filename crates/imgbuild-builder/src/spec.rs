@@ -47,15 +47,26 @@ pub struct EnvSpec {
 impl EnvSpec {
     /// Reads and parses the spec at `path`.
     pub fn from_path(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::bounded::read(path, crate::bounded::SPEC)
+            .map_err(|source| SpecError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .map_err(|too_much| SpecError::Invalid {
+                path: path.to_path_buf(),
+                message: too_much.to_string(),
+            })?;
         Self::from_yaml_str(&text, path)
     }
 
     /// Parses spec text; `path` is used for messages and relative channels.
     pub fn from_yaml_str(text: &str, path: &Path) -> Result<Self, SpecError> {
+        crate::bounded::check_depth(text, crate::bounded::SPEC.max_depth).map_err(|too_much| {
+            SpecError::Invalid {
+                path: path.to_path_buf(),
+                message: too_much.to_string(),
+            }
+        })?;
         let doc: Value = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             let message = e.to_string();

@@ -2,7 +2,7 @@
 //! build cache and for an OCI image layout, so blobs move between them by hard link.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -128,7 +128,17 @@ impl BlobStore {
         }
         let mut temp = self.temp_file()?;
         let mut src = fs::File::open(&from).map_err(|e| OciError::io(&from, e))?;
-        io::copy(&mut src, temp.as_file_mut()).map_err(|e| OciError::io(&from, e))?;
+        // A failed read names the source, a failed write (a full disk) the destination.
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = src.read(&mut buf).map_err(|e| OciError::io(&from, e))?;
+            if n == 0 {
+                break;
+            }
+            temp.as_file_mut()
+                .write_all(&buf[..n])
+                .map_err(|e| OciError::io(&dest, e))?;
+        }
         self.commit(temp, digest)?;
         Ok(())
     }

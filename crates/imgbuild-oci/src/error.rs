@@ -22,6 +22,12 @@ pub enum OciError {
          and 'index.json'); choose a new or empty directory, or an existing layout to add the image to"
     )]
     NotALayout(PathBuf),
+    #[error(
+        "--tag {tag:?} cannot name an image in a layout: {why} (a tag is components of letters \
+         and digits joined by '.', '_', '-', ':', '@', '+' or '/', e.g. llm-env:cu118 or \
+         ghcr.io/acme/llm-env:cu118)"
+    )]
+    BadTag { tag: String, why: &'static str },
     #[error("{path}: invalid {what}: {message}")]
     Invalid {
         path: PathBuf,

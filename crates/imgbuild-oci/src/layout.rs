@@ -302,6 +302,48 @@ fn index_bytes(manifests: Vec<Descriptor>) -> Result<Vec<u8>, OciError> {
     to_canonical_json(&index).map_err(OciError::json("index.json"))
 }
 
+/// Checks that `tag` can be an `org.opencontainers.image.ref.name`: the image-layout spec's
+/// grammar, `component ("/" component)*` where a component is runs of `[A-Za-z0-9]` joined by
+/// one of `-._:@+` (or `--`). Tools that read layouts (skopeo, umoci, podman) refuse others, so
+/// an image written under one would be there but unreachable.
+pub fn check_tag(tag: &str) -> Result<(), OciError> {
+    let bad = |why| OciError::BadTag {
+        tag: tag.to_string(),
+        why,
+    };
+    if tag.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    for component in tag.split('/') {
+        if component.is_empty() {
+            return Err(bad("it has an empty component ('//', or '/' at an end)"));
+        }
+        let bytes = component.as_bytes();
+        let separator = |b: u8| b"-._:@+".contains(&b);
+        if !bytes[0].is_ascii_alphanumeric() || !bytes[bytes.len() - 1].is_ascii_alphanumeric() {
+            return Err(bad(
+                "a component starts or ends with something other than a letter or digit",
+            ));
+        }
+        let mut run = 0;
+        for &b in bytes {
+            if b.is_ascii_alphanumeric() {
+                run = 0;
+            } else if separator(b) {
+                run += 1;
+                if run > 2 || (run == 2 && b != b'-') {
+                    return Err(bad("two separators in a row"));
+                }
+            } else {
+                return Err(bad(
+                    "it holds a character that is not a letter, a digit or a separator",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The bytes of the index.json for a layout that holds only `image`.
 pub fn single_image_index(image: &BuiltImage, tags: &[String]) -> Result<Vec<u8>, OciError> {
     index_bytes(index_entries(image, tags)?)
@@ -512,4 +554,35 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
     temp.persist(path)
         .map_err(|e| OciError::io(path, e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tag_tests {
+    #[test]
+    fn tags_follow_the_layout_grammar() {
+        for good in [
+            "latest",
+            "llm-env:cu118",
+            "ghcr.io/acme/llm-env:cu118",
+            "a--b",
+            "v1.0+build",
+            "x@sha256",
+        ] {
+            super::check_tag(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "",
+            "my repo:tag",
+            "repo:a\nb",
+            "a//b",
+            "/a",
+            "a/",
+            "-a",
+            "a..b",
+            "a:-b",
+            "ü",
+        ] {
+            assert!(super::check_tag(bad).is_err(), "{bad:?} passed");
+        }
+    }
 }

@@ -72,6 +72,9 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
     } else {
         Vec::new()
     };
+    for tag in &args.tags {
+        layout::check_tag(tag)?;
+    }
     let registry_options = registry::client_options(&args.registry)?;
     if let Some(out) = &args.output {
         layout::check_output_dir(out)?;
@@ -109,6 +112,13 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
     )?;
     let image_platform = registry::image_platform(platform);
     let base_ref = parse_base(&base_str)?;
+    // How the SBOM names the base (beside its digest): the reference the user gave for a
+    // registry base; for a layout on disk only its tag, because the path is the build host's
+    // and would make the same base at two paths two images.
+    let base_sbom_name = match &base_ref {
+        Base::Layout { tag, .. } => tag.clone().unwrap_or_else(|| "oci-layout".to_string()),
+        _ => base_str.clone(),
+    };
     let runtime = runtime_config(&args, &image)?;
     let plan_options = PlanOptions {
         big_package_threshold: parse_size(&args.big_package_threshold)?,
@@ -389,7 +399,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
         SbomFormatArg::Cyclonedx => SbomFormat::CycloneDx,
     };
     let base_ref = base.as_ref().map(|b| BaseImageRef {
-        name: base_str.clone(),
+        name: base_sbom_name.clone(),
         digest: b.manifest_digest.to_string(),
     });
     // Licenses as the wheels' METADATA declared them at install time (kept with the
@@ -444,10 +454,12 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
 
     stages.mark("sbom+config");
     if let Some(out) = &args.output {
-        layout::write_layout(out, &store, &built, &args.tags)?;
+        layout::write_layout(out, &store, &built, &args.tags)
+            .with_context(|| format!("cannot write the image layout {}", out.display()))?;
     }
     if let Some(path) = &args.archive {
-        archive::write_archive(path, &store, &built, &args.tags)?;
+        archive::write_archive(path, &store, &built, &args.tags)
+            .with_context(|| format!("cannot write the image archive {}", path.display()))?;
     }
     stages.mark("write");
     if !push_targets.is_empty() {

@@ -174,7 +174,9 @@ impl RegistryClient {
                         attempt -= 1;
                         continue;
                     }
-                    if attempt < self.max_attempts {
+                    // A connection that cannot be made (refused, no such host, a certificate
+                    // that does not verify) is not made by asking again; a broken one is.
+                    if attempt < self.max_attempts && !e.is_connect() {
                         tracing::warn!("{} {}: {}; retrying", call.method, redact(&url), e);
                         backoff(attempt).await;
                         continue;
