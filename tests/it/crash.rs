@@ -140,3 +140,68 @@ fn a_build_after_a_kill_makes_the_same_image_and_removes_the_leftovers() {
         rounds.len()
     );
 }
+
+/// `imgbuild push` killed with SIGKILL at points spread over a push (each round to a new
+/// repository, so each starts with nothing there): the next push to it succeeds, and the
+/// registry serves the layout's manifest digest, readable by skopeo.
+#[test]
+fn a_push_after_a_killed_push_completes_with_the_same_digest() {
+    use crate::common::registry::{Registry, RegistryOptions};
+    let reg = Registry::start(RegistryOptions::default());
+    let ctx = TestContext::new();
+    let spec = ctx.spec(ENV);
+    let layout = ctx.path("layout");
+    let res = ctx.imgbuild(&build_args(
+        spec.to_str().unwrap(),
+        layout.to_str().unwrap(),
+    ));
+    assert_ok(&res);
+    let want = digest(&res);
+    let push = |repo: &str| {
+        ctx.command(
+            &[
+                "push",
+                &format!("{}:crash:1", layout.display()),
+                &format!("{}/{repo}:1", reg.addr),
+                "--insecure-registry",
+                &reg.addr,
+            ],
+            &[],
+        )
+    };
+    let started = Instant::now();
+    assert_ok(&push("timing").output().unwrap());
+    let whole = started.elapsed();
+    let rounds = 10;
+    let mut killed = 0;
+    for round in 0..rounds {
+        let repo = format!("crash/r{round}");
+        let mut child = push(&repo)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(whole.mul_f64((round as f64 + 0.5) / rounds as f64));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+        let res = push(&repo).output().unwrap();
+        assert_ok(&res);
+        let raw = sh(&format!(
+            "skopeo inspect --raw --tls-verify=false docker://{}/{repo}:1 | sha256sum",
+            reg.addr
+        ));
+        assert_eq!(
+            format!("sha256:{}", raw.split_whitespace().next().unwrap()),
+            want,
+            "round {round}"
+        );
+    }
+    assert!(
+        killed >= rounds / 2,
+        "only {killed} of {rounds} pushes were killed"
+    );
+    eprintln!("{killed} of {rounds} pushes killed mid-push (a push took {whole:.2?}); every re-push served {want}");
+}

@@ -418,7 +418,17 @@ impl FetchJob {
         }
         let (dest, package, max) = (dest.to_path_buf(), self.package.clone(), self.max_bytes);
         tokio::task::spawn_blocking(move || {
-            crate::extract::extract(&archive, &dest, &package, max)
+            crate::extract::extract(&archive, &dest, &package, max)?;
+            // rattler's installer validates the cache entry the same way before linking; one
+            // it found invalid it would fetch and extract again itself, unchecked.
+            rattler_cache::validation::validate_package_directory(
+                &dest,
+                rattler_cache::validation::ValidationMode::Skip,
+            )
+            .map(|_| ())
+            .map_err(|e| {
+                crate::extract::ExtractError::Corrupt(format!("not a conda package: {}", chain(&e)))
+            })
         })
         .await
         .expect("extraction does not panic")

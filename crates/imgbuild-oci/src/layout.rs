@@ -325,19 +325,15 @@ pub fn check_tag(tag: &str) -> Result<(), OciError> {
                 "a component starts or ends with something other than a letter or digit",
             ));
         }
-        let mut run = 0;
-        for &b in bytes {
-            if b.is_ascii_alphanumeric() {
-                run = 0;
-            } else if separator(b) {
-                run += 1;
-                if run > 2 || (run == 2 && b != b'-') {
-                    return Err(bad("two separators in a row"));
-                }
-            } else {
+        // Separators come singly, or as "--".
+        for run in component.split(|c: char| c.is_ascii_alphanumeric()) {
+            if run.bytes().any(|b| !separator(b)) {
                 return Err(bad(
                     "it holds a character that is not a letter, a digit or a separator",
                 ));
+            }
+            if run.len() > 1 && run != "--" {
+                return Err(bad("two separators in a row"));
             }
         }
     }
