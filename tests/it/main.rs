@@ -14,6 +14,7 @@ mod inspect;
 mod lock;
 mod oracle;
 mod pip;
+mod pipeline;
 mod push;
 mod quickstart;
 mod realpkgs;

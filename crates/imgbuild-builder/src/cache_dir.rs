@@ -11,9 +11,93 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::error::BuildError;
+/// The cache directory could not be opened or locked.
+#[derive(Debug, thiserror::Error)]
+#[error("cache directory {path}: {source}")]
+pub struct CacheDirError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CacheDirError + '_ {
+    move |source| CacheDirError {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 const RUNS_LOCK: &str = ".imgbuild-runs.lock";
+
+/// The cache directory's layout, in one place. Everything a build keeps lives under it:
+///
+/// | path | what | written by |
+/// |---|---|---|
+/// | `pkgs/` | extracted conda packages (rattler's package cache) | [`crate::install`] |
+/// | `repodata/` | channel repodata | [`crate::solve`] |
+/// | `wheels/` | downloaded wheels, by sha256 | [`crate::wheel_fetch`] |
+/// | `uv/` | uv's own cache | [`crate::pip`] |
+/// | `staging/` | staging roots (reused and temporary), pip work directories | [`crate::install`] |
+/// | `blobs/sha256/` | compressed layers, configs, manifests (an OCI blob store) | imgbuild-oci |
+/// | `layers/` | layer recipe → written layer | imgbuild-layer |
+/// | `environments/` | environment key → its layers and activation | imgbuild-layer |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheDir {
+    root: PathBuf,
+}
+
+impl CacheDir {
+    /// The cache at `root` (nothing is created).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn packages(&self) -> PathBuf {
+        self.root.join(PKGS)
+    }
+
+    pub fn repodata(&self) -> PathBuf {
+        self.root.join(REPODATA)
+    }
+
+    pub fn wheels(&self) -> PathBuf {
+        self.root.join(WHEELS)
+    }
+
+    pub fn uv(&self) -> PathBuf {
+        self.root.join(UV)
+    }
+
+    pub fn staging(&self) -> PathBuf {
+        self.root.join(STAGING)
+    }
+
+    /// The blob store's root (blobs are under `blobs/sha256/` in it, as in an OCI layout).
+    pub fn blob_store_root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn layers(&self) -> PathBuf {
+        self.root.join(LAYERS)
+    }
+
+    pub fn environments(&self) -> PathBuf {
+        self.root.join(ENVIRONMENTS)
+    }
+}
+
+const PKGS: &str = "pkgs";
+const REPODATA: &str = "repodata";
+const WHEELS: &str = "wheels";
+const UV: &str = "uv";
+const STAGING: &str = "staging";
+const BLOBS: &str = "blobs/sha256";
+const LAYERS: &str = "layers";
+const ENVIRONMENTS: &str = "environments";
 
 /// This process's registration as a user of a cache directory; lasts as long as the value.
 #[derive(Debug)]
@@ -33,25 +117,25 @@ pub enum Sweep {
 impl CacheRun {
     /// Registers a run on `cache_dir`, first removing what interrupted runs left there if no
     /// other run is using it.
-    pub fn start(cache_dir: &Path) -> Result<(Self, Sweep), BuildError> {
-        std::fs::create_dir_all(cache_dir).map_err(|e| BuildError::io(cache_dir, e))?;
+    pub fn start(cache_dir: &Path) -> Result<(Self, Sweep), CacheDirError> {
+        std::fs::create_dir_all(cache_dir).map_err(io_error(cache_dir))?;
         let path = cache_dir.join(RUNS_LOCK);
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| BuildError::io(&path, e))?;
+            .map_err(io_error(&path))?;
         let sweep = match lock.try_lock() {
             Ok(()) => {
                 let (entries, bytes) = sweep(cache_dir);
                 Sweep::Swept { entries, bytes }
             }
             Err(std::fs::TryLockError::WouldBlock) => Sweep::Busy,
-            Err(std::fs::TryLockError::Error(e)) => return Err(BuildError::io(&path, e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error(&path)(e)),
         };
         // Turns the exclusive lock into a shared one, or waits for a sweeping run to finish.
-        lock.lock_shared().map_err(|e| BuildError::io(&path, e))?;
+        lock.lock_shared().map_err(io_error(&path))?;
         Ok((Self { _lock: lock }, sweep))
     }
 }
@@ -61,17 +145,17 @@ impl CacheRun {
 fn is_leftover(dir: &str, name: &str) -> bool {
     match dir {
         // BlobStore temporaries and atomically replaced JSON entries.
-        "blobs/sha256" | "layers" | "environments" => name.starts_with(".tmp-"),
-        "wheels" => name.starts_with(".download-") || name.starts_with(".tmp-"),
+        BLOBS | LAYERS | ENVIRONMENTS => name.starts_with(".tmp-"),
+        WHEELS => name.starts_with(".download-") || name.starts_with(".tmp-"),
         // Temporary staging roots, pip's work directories, and roots an update never finished
         // (a marker `root-<key>.incomplete` beside `root-<key>`).
-        "staging" => {
+        STAGING => {
             name.starts_with("env-")
                 || name.starts_with(".imgbuild-pip-")
                 || name.ends_with(".incomplete")
         }
         // rattler extracts a package into `.<name>-<version>-<build><random>` and renames it.
-        "pkgs" => name.starts_with('.') && name != ".cache.lock",
+        PKGS => name.starts_with('.') && name != ".cache.lock",
         _ => false,
     }
 }
@@ -80,14 +164,7 @@ fn is_leftover(dir: &str, name: &str) -> bool {
 /// that cannot be removed stays and is logged, it does not fail the build.
 fn sweep(cache_dir: &Path) -> (usize, u64) {
     let (mut entries, mut bytes) = (0, 0);
-    for dir in [
-        "blobs/sha256",
-        "layers",
-        "environments",
-        "wheels",
-        "staging",
-        "pkgs",
-    ] {
+    for dir in [BLOBS, LAYERS, ENVIRONMENTS, WHEELS, STAGING, PKGS] {
         let Ok(listing) = std::fs::read_dir(cache_dir.join(dir)) else {
             continue;
         };

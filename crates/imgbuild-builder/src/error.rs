@@ -39,6 +39,10 @@ pub enum BuildError {
     Spec(#[from] SpecError),
     #[error("invalid target: {0}")]
     Target(String),
+    #[error(transparent)]
+    InvalidTarget(#[from] crate::target::TargetError),
+    #[error(transparent)]
+    CacheDir(#[from] crate::cache_dir::CacheDirError),
     #[error("could not fetch repodata: {message}\n(check that every channel URL is right and reachable from this machine)")]
     Repodata { message: String },
     #[error("cannot solve the environment for {platform}:\n{}", .problems.join("\n"))]

@@ -30,6 +30,16 @@ pub struct StagingRoot {
     dir: StagingDir,
     pub prefix: InstallPrefix,
     pub records: Vec<RepoDataRecord>,
+    /// What the install did to a reused root (`None` for a fresh one: everything linked).
+    pub updated: Option<RootUpdate>,
+}
+
+/// What rattler did to a reused staging root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootUpdate {
+    pub linked: usize,
+    pub unlinked: usize,
+    pub unchanged: usize,
 }
 
 #[derive(Debug)]
@@ -143,7 +153,7 @@ pub async fn install(
         .map_err(|e| BuildError::Install {
             message: format!(
                 "cannot lock the package cache in {}: {}",
-                ctx.cache_dir.join("pkgs").display(),
+                ctx.cache().packages().display(),
                 chain(&e)
             ),
         })?;
@@ -183,7 +193,7 @@ pub async fn install(
     drop(entries);
     drop(cache_lock);
 
-    let staging_parent = ctx.cache_dir.join("staging");
+    let staging_parent = ctx.cache().staging();
     std::fs::create_dir_all(&staging_parent).map_err(|e| BuildError::io(&staging_parent, e))?;
     let reused = match staging {
         Staging::Reuse => reusable_root(&staging_parent, prefix, platform)?,
@@ -198,10 +208,11 @@ pub async fn install(
                 .map_err(|e| BuildError::io(&staging_parent, e))?,
         ),
     };
-    let root = StagingRoot {
+    let mut root = StagingRoot {
         dir,
         prefix: prefix.clone(),
         records: records.to_vec(),
+        updated: None,
     };
 
     let mut installer = Installer::new().with_link_options(LinkOptions {
@@ -232,13 +243,19 @@ pub async fn install(
         .map_err(|e| BuildError::Install { message: chain(&e) })?;
     if let StagingDir::Reused { path, .. } = &root.dir {
         let t = &result.transaction;
+        let update = RootUpdate {
+            linked: t.installed_packages().count(),
+            unlinked: t.removed_packages().count(),
+            unchanged: t.unchanged_packages().len(),
+        };
         tracing::info!(
             "staging root {} updated: {} packages linked, {} unlinked, {} unchanged",
             path.display(),
-            t.installed_packages().count(),
-            t.removed_packages().count(),
-            t.unchanged_packages().len(),
+            update.linked,
+            update.unlinked,
+            update.unchanged,
         );
+        root.updated = Some(update);
     }
 
     normalize_staging_root(root.path())?;
@@ -270,7 +287,7 @@ async fn fetch(
         sha256: record.package_record.sha256.map(|h| h.into()),
         client: ctx.client.clone(),
         progress: ctx.download_progress.clone(),
-        downloads_dir: ctx.cache_dir.join("pkgs"),
+        downloads_dir: ctx.cache().packages(),
         max_bytes: ctx.max_package_size,
     });
     let result = cache
@@ -298,7 +315,7 @@ async fn fetch(
             if !matches!(failure, FetchFailure::Download(_) | FetchFailure::Io { .. }) {
                 // Refused or not what was promised: leave no trace of it in the package cache
                 // (rattler's cache removed the extraction; its metadata file stays otherwise).
-                let entry = ctx.cache_dir.join("pkgs").join(label(record));
+                let entry = ctx.cache().packages().join(label(record));
                 let mut lock = entry.into_os_string();
                 lock.push(".lock");
                 let _ = std::fs::remove_file(lock);

@@ -15,14 +15,12 @@ pub mod download_progress;
 mod error;
 pub mod extract;
 pub mod history;
-mod index_files;
 pub mod install;
 pub mod lock;
 mod normalize;
 pub mod package_check;
 pub mod pip;
 pub mod prefix;
-mod pylock;
 pub mod sbom;
 pub mod solve;
 pub mod spec;
@@ -40,7 +38,7 @@ pub use install::StagingRoot;
 pub use lock::{LockError, LockFormat, LockedEnvironment};
 pub use prefix::InstallPrefix;
 pub use spec::EnvSpec;
-pub use target::{Target, TargetPlatform};
+pub use target::{Target, TargetError, TargetPlatform};
 
 /// What every stage shares: the cache directory and the HTTP client.
 #[derive(Clone)]
@@ -73,11 +71,16 @@ impl Context {
         })
     }
 
+    /// The cache's layout.
+    pub fn cache(&self) -> cache_dir::CacheDir {
+        cache_dir::CacheDir::new(&self.cache_dir)
+    }
+
     pub(crate) fn repodata_cache_dir(&self) -> PathBuf {
-        self.cache_dir.join("repodata")
+        self.cache().repodata()
     }
 
     pub(crate) fn package_cache(&self) -> PackageCache {
-        PackageCache::new(self.cache_dir.join("pkgs"))
+        PackageCache::new(self.cache().packages())
     }
 }

@@ -504,12 +504,12 @@ pub fn write_lock(
             .render_to_string()
             .map_err(|e| err(e.to_string()))?
     );
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| err(e.to_string()))?;
-    std::io::Write::write_all(&mut temp, text.as_bytes()).map_err(|e| err(e.to_string()))?;
-    temp.persist(path).map_err(|e| err(e.error.to_string()))?;
-    Ok(())
+    // A lock file is committed and read by others: 0644, like any file a user writes.
+    imgbuild_fs::write_atomically(
+        path,
+        text.as_bytes(),
+        0o644,
+        imgbuild_fs::Durability::Synced,
+    )
+    .map_err(|e| err(e.to_string()))
 }

@@ -7,7 +7,6 @@
 //! user in the image could not read the records.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -78,14 +77,9 @@ fn rewrite_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
 /// Writes a new file and renames it over `path`: the old one may be a hard link into the
 /// package cache, which must never be modified in place.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| BuildError::io(dir, e))?;
-    temp.write_all(bytes).map_err(|e| BuildError::io(path, e))?;
-    fs::set_permissions(temp.path(), fs::Permissions::from_mode(0o644))
-        .map_err(|e| BuildError::io(path, e))?;
-    temp.persist(path)
-        .map_err(|e| BuildError::io(path, e.error))?;
-    Ok(())
+    // A staging root is scratch: a crash discards it, so no fsync.
+    imgbuild_fs::write_atomically(path, bytes, 0o644, imgbuild_fs::Durability::Unsynced)
+        .map_err(|e| BuildError::io(path, e))
 }
 
 #[cfg(test)]

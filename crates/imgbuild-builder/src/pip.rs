@@ -28,6 +28,9 @@ use base64::Engine as _;
 use rattler_conda_types::RepoDataRecord;
 use sha2::{Digest as _, Sha256};
 
+mod index_files;
+mod pylock;
+
 use crate::target::{Target, TargetPlatform};
 use crate::wheel::{NoWheelForTarget, TagsError, TargetTags};
 
@@ -499,7 +502,7 @@ impl Uv {
         );
         Ok(Self {
             path,
-            cache_dir: cache_dir.join("uv"),
+            cache_dir: crate::cache_dir::CacheDir::new(cache_dir).uv(),
         })
     }
 
@@ -637,7 +640,7 @@ pub fn resolve(
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let mut message = explain_failure(&stderr, conda);
-        message.push_str(&crate::index_files::explain_missing_wheels(
+        message.push_str(&index_files::explain_missing_wheels(
             &stderr,
             reqs.index_url.as_deref(),
             &target.tags()?,
@@ -649,7 +652,7 @@ pub fn resolve(
         });
     }
     let text = fs::read_to_string(&output).map_err(|e| PipError::io(&output, e))?;
-    crate::pylock::packages(&text, work.path(), &target.tags()?)
+    pylock::packages(&text, work.path(), &target.tags()?)
 }
 
 /// A wheel holding only the `.dist-info` of `name` `version` (no files, no dependencies): how
@@ -1060,18 +1063,8 @@ fn fix_record(
 /// Writes `bytes` as a new file at `path` (temp file + rename), never through an existing
 /// one: files uv installed may be hard links into its cache.
 fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), PipError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| PipError::io(dir, e))?;
-    temp.write_all(bytes).map_err(|e| PipError::io(path, e))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        temp.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))
-            .map_err(|e| PipError::io(path, e))?;
-    }
-    temp.persist(path)
-        .map_err(|e| PipError::io(path, e.error))?;
-    Ok(())
+    imgbuild_fs::write_atomically(path, bytes, 0o644, imgbuild_fs::Durability::Unsynced)
+        .map_err(|e| PipError::io(path, e))
 }
 
 /// Byte-compiles the moved packages with the environment's Python: unchecked-hash pycs (no

@@ -8,7 +8,10 @@ use std::str::FromStr;
 
 use rattler_conda_types::{GenericVirtualPackage, PackageName, Subdir, Version};
 
-use crate::error::BuildError;
+/// A platform or version that does not name a target.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid target: {0}")]
+pub struct TargetError(String);
 
 /// `__glibc` assumed when `--glibc` is not given: the glibc of RHEL 8 / manylinux_2_28,
 /// which every current mainstream base image (Debian 11+, Ubuntu 20.04+, UBI 8+) meets.
@@ -75,7 +78,7 @@ impl TargetPlatform {
 }
 
 impl FromStr for TargetPlatform {
-    type Err = BuildError;
+    type Err = TargetError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
@@ -84,7 +87,7 @@ impl FromStr for TargetPlatform {
                 Ok(Self::LinuxArm64)
             }
             "linux/ppc64le" | "linux-ppc64le" => Ok(Self::LinuxPpc64le),
-            other => Err(BuildError::Target(format!(
+            other => Err(TargetError(format!(
                 "unknown platform '{other}'; use linux/amd64, linux/arm64, linux/ppc64le \
                  (or the conda names linux-64, linux-aarch64, linux-ppc64le)"
             ))),
@@ -112,15 +115,15 @@ impl Target {
         platform: TargetPlatform,
         glibc: Option<&str>,
         cuda: Option<&str>,
-    ) -> Result<Self, BuildError> {
+    ) -> Result<Self, TargetError> {
         let version = |what: &str, v: &str| {
             Version::from_str(v)
-                .map_err(|e| BuildError::Target(format!("invalid {what} version '{v}': {e}")))
+                .map_err(|e| TargetError(format!("invalid {what} version '{v}': {e}")))
         };
         Ok(Self {
             platform,
-            glibc: version("--glibc", glibc.unwrap_or(DEFAULT_GLIBC))?,
-            cuda: cuda.map(|c| version("--cuda", c)).transpose()?,
+            glibc: version("glibc", glibc.unwrap_or(DEFAULT_GLIBC))?,
+            cuda: cuda.map(|c| version("CUDA", c)).transpose()?,
         })
     }
 

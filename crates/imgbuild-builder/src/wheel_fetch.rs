@@ -31,7 +31,7 @@ impl WheelCache {
     /// The wheel cache under imgbuild's cache directory.
     pub fn new(cache_dir: &Path) -> Self {
         Self {
-            dir: cache_dir.join("wheels"),
+            dir: crate::cache_dir::CacheDir::new(cache_dir).wheels(),
         }
     }
 

@@ -28,7 +28,7 @@ use rattler_conda_types::PrefixRecord;
 
 use crate::ownership::{conda_owner, read_record};
 use crate::plan::{layer_of, PlannedLayer};
-use crate::write::{write_layer_unremembered, WriteOptions, WrittenLayer};
+use crate::write::{write_layer_unremembered, Prewritten, WriteOptions, WrittenLayer};
 
 /// Writes layers of big packages as they are linked (see the module docs).
 pub struct EarlyLayers {
@@ -185,9 +185,9 @@ impl EarlyLayers {
     }
 
     /// The layers started so far, for `write_layers_with` (call once linking is over).
-    pub fn finish(&self) -> Prewritten {
+    pub fn finish(&self) -> StartedLayers {
         let running = std::mem::take(self.running.lock().deref_mut());
-        Prewritten {
+        StartedLayers {
             running: Running(Mutex::new(running)),
         }
     }
@@ -256,27 +256,20 @@ impl Drop for SlotGuard<'_> {
 
 /// Layers written early, waiting to be matched with the plan.
 #[derive(Default)]
-pub struct Prewritten {
+pub struct StartedLayers {
     running: Running,
 }
 
-impl Prewritten {
-    /// Nothing written early.
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    /// Whether an early write was started for this planned layer.
-    pub(crate) fn has(&self, layer: &PlannedLayer) -> bool {
+impl Prewritten for StartedLayers {
+    fn has(&self, layer: &PlannedLayer) -> bool {
         match layer.owners.as_slice() {
             [only] => self.running.lock().contains_key(only),
             _ => false,
         }
     }
 
-    /// The early layer for `layer` if it is exactly what writing `layer` from `root` now would
-    /// give (see the module docs); waits for it to finish.
-    pub(crate) fn take(&self, root: &Path, layer: &PlannedLayer) -> Option<WrittenLayer> {
+    /// See the module docs for what "exactly" means.
+    fn take(&self, root: &Path, layer: &PlannedLayer) -> Option<WrittenLayer> {
         let [only] = layer.owners.as_slice() else {
             return None;
         };

@@ -4,13 +4,10 @@
 //! The layer cache (see [`crate::write`]) saves recompressing package layers, but a rebuild
 //! still needs a staging root: to plan layers and to write the environment layer, whose bytes
 //! are only known by reading it. This cache sits one level up. Its key is everything an
-//! environment's layers and activation are made from:
-//!
-//! * every package's URL and sha256, in order, and the requested specs (they are written into
-//!   `conda-meta`),
-//! * the prefix, the target platform, the layer plan and write options, the fixed mtime,
-//! * the imgbuild version and [`crate::write::LAYER_FORMAT_VERSION`] (a newer imgbuild may
-//!   write other bytes).
+//! environment's layers and activation are made from (every package's URL and sha256, the
+//! requested specs, the prefix, platform, layer plan and write options, the imgbuild version
+//! and [`crate::write::LAYER_FORMAT_VERSION`]); the pipeline, which knows every option,
+//! computes it (imgbuild-pipeline's `env_key`), and this cache takes it as an opaque name.
 //!
 //! Its value: the written layers (digests, sizes, owners), the baked activation and what the
 //! SBOM needs to know of the pip packages (their licenses, read from `METADATA` at install
@@ -22,56 +19,8 @@ use std::fs;
 use std::path::PathBuf;
 
 use imgbuild_oci::{BlobStore, LayerBlob};
-use rattler_conda_types::RepoDataRecord;
-use sha2::{Digest as _, Sha256};
 
-use crate::write::{LayerOrigin, WriteOptions, WrittenLayer, LAYER_FORMAT_VERSION};
-use crate::PlanOptions;
-
-/// What an environment is built from; see the module docs.
-pub struct EnvironmentRecipe<'a> {
-    pub records: &'a [RepoDataRecord],
-    pub requested: &'a [String],
-    /// The pip step: one line per wheel (URL and sha256), and its options.
-    pub pip: &'a [String],
-    /// Target platform, e.g. `linux-64`.
-    pub platform: &'a str,
-    pub plan: &'a PlanOptions,
-    pub write: &'a WriteOptions,
-    /// How activation scripts were treated (imgbuild-builder's `ActivationScripts`).
-    pub activation: &'a str,
-}
-
-impl EnvironmentRecipe<'_> {
-    /// The cache key: sha256 of a canonical text of the recipe.
-    pub fn key(&self) -> String {
-        let mut text = format!(
-            "imgbuild {} layer-format {LAYER_FORMAT_VERSION}\nplatform={}\nprefix={}\n\
-             compression={:?}\nmtime={}\nbig={}\ngroups={}\nmax_layers={}\nactivation={}\n",
-            env!("CARGO_PKG_VERSION"),
-            self.platform,
-            self.write.prefix,
-            self.write.compression,
-            self.write.mtime,
-            self.plan.big_package_threshold,
-            self.plan.small_groups,
-            self.plan.max_layers,
-            self.activation,
-        );
-        for spec in self.requested {
-            text.push_str(&format!("requested={spec}\n"));
-        }
-        for line in self.pip {
-            text.push_str(&format!("pip={line}\n"));
-        }
-        for r in self.records {
-            let sha = r.package_record.sha256.map(hex::encode).unwrap_or_default();
-            let md5 = r.package_record.md5.map(hex::encode).unwrap_or_default();
-            text.push_str(&format!("package={} sha256={sha} md5={md5}\n", r.url));
-        }
-        hex::encode(Sha256::digest(text.as_bytes()))
-    }
-}
+use crate::write::{LayerOrigin, WriteOptions, WrittenLayer};
 
 /// A built environment: its layers, and the activation baked from it.
 #[derive(Debug, Clone)]

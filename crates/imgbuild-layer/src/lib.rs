@@ -24,12 +24,13 @@ pub mod write;
 
 use std::path::{Path, PathBuf};
 
-pub use early::{EarlyLayers, Prewritten};
-pub use env_cache::{BuiltEnvironment, EnvironmentCache, EnvironmentRecipe};
+pub use early::{EarlyLayers, StartedLayers};
+pub use env_cache::{BuiltEnvironment, EnvironmentCache};
 pub use ownership::{collect_owners, Owner, OwnerKind};
 pub use plan::{plan_layers, PlanOptions, PlannedLayer};
 pub use write::{
-    write_layers, write_layers_with, LayerOrigin, WriteOptions, WriteProgress, WrittenLayer,
+    write_layers, write_layers_with, LayerOrigin, NothingPrewritten, Prewritten, WriteOptions,
+    WriteProgress, WrittenLayer,
 };
 
 /// Everything that can go wrong while cutting layers.

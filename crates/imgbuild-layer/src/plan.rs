@@ -25,6 +25,8 @@
 
 use std::path::PathBuf;
 
+use imgbuild_oci::inspect::LayerKind;
+
 use crate::ownership::{Owner, OwnerKind};
 use crate::LayerError;
 
@@ -34,7 +36,7 @@ use crate::LayerError;
 const PIP_GROUPS: usize = 4;
 
 /// Knobs of the planner.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanOptions {
     /// Packages installed larger than this (bytes) get their own layer.
     pub big_package_threshold: u64,
@@ -90,26 +92,31 @@ pub struct PlannedLayer {
 impl PlannedLayer {
     /// The history line for this layer.
     pub fn description(&self) -> String {
+        self.kind()
+            .created_by()
+            .expect("imgbuild's layers are never Base")
+    }
+
+    /// What the layer holds, by its owners' labels (see [`crate::Owner::label`]).
+    pub fn kind(&self) -> LayerKind {
         if !self.owners.is_empty() && self.owners.iter().all(|o| o.starts_with("pip:")) {
-            let names: Vec<&str> = self
-                .owners
-                .iter()
-                .map(|o| o.trim_start_matches("pip:"))
-                .collect();
-            format!("imgbuild: pip packages {}", names.join(" "))
-        } else if self.owners == ["environment"] {
-            "imgbuild: environment (conda-meta and files no package owns)".to_string()
-        } else if self.owners == ["sbom"] {
-            format!(
-                "imgbuild: sbom ({})",
-                self.paths
+            LayerKind::Pip {
+                packages: self
+                    .owners
                     .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
+                    .map(|o| o.trim_start_matches("pip:").to_string())
+                    .collect(),
+            }
+        } else if self.owners == ["environment"] {
+            LayerKind::Environment
+        } else if self.owners == ["sbom"] {
+            LayerKind::Sbom {
+                files: self.paths.iter().map(|p| p.display().to_string()).collect(),
+            }
         } else {
-            format!("imgbuild: conda packages {}", self.owners.join(" "))
+            LayerKind::Conda {
+                packages: self.owners.clone(),
+            }
         }
     }
 }

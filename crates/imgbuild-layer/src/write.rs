@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use imgbuild_oci::{BlobStore, Compression, LayerBlob};
 use sha2::{Digest as _, Sha256};
 
-use crate::early::Prewritten;
 use crate::hashing::HashingWriter;
 use crate::pargz::ParallelGzEncoder;
 use crate::pax;
@@ -188,7 +187,31 @@ pub fn write_layers(
     options: &WriteOptions,
     store: &BlobStore,
 ) -> Result<Vec<WrittenLayer>, LayerError> {
-    write_layers_with(root, layers, options, store, &Prewritten::none())
+    write_layers_with(root, layers, options, store, &NothingPrewritten)
+}
+
+/// Layers whose writing started before the plan was made (imgbuild-layer's `early.rs` starts
+/// big packages' layers while the rest is still being linked). The writer asks, per planned
+/// layer, whether one was started and takes it if it still matches.
+pub trait Prewritten: Sync {
+    /// Whether a write was started for this planned layer.
+    fn has(&self, layer: &PlannedLayer) -> bool;
+    /// The started layer for `layer` if it is exactly what writing `layer` from `root` now
+    /// would give; waits for it to finish. `None`: write it again.
+    fn take(&self, root: &Path, layer: &PlannedLayer) -> Option<WrittenLayer>;
+}
+
+/// Nothing was written early.
+pub struct NothingPrewritten;
+
+impl Prewritten for NothingPrewritten {
+    fn has(&self, _: &PlannedLayer) -> bool {
+        false
+    }
+
+    fn take(&self, _: &Path, _: &PlannedLayer) -> Option<WrittenLayer> {
+        None
+    }
 }
 
 /// [`write_layers`], taking what `prewritten` holds for a layer where it matches (see
@@ -199,7 +222,7 @@ pub fn write_layers_with(
     layers: &[PlannedLayer],
     options: &WriteOptions,
     store: &BlobStore,
-    prewritten: &Prewritten,
+    prewritten: &dyn Prewritten,
 ) -> Result<Vec<WrittenLayer>, LayerError> {
     let early: Vec<bool> = layers.iter().map(|l| prewritten.has(l)).collect();
     if let Some(p) = &options.progress {

@@ -7,8 +7,8 @@ use oci_spec::image::{
     ImageConfigurationBuilder, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
 };
 
+use crate::base::BaseImage;
 use crate::canonical::to_canonical_json;
-use crate::layout::BaseImage;
 use crate::time::rfc3339_utc;
 use crate::{BlobStore, Digest, OciError};
 

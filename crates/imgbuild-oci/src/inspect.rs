@@ -1,10 +1,19 @@
 //! What an image's layers hold, from its manifest and config alone: the layer list behind
 //! `imgbuild inspect` and `imgbuild compare`.
 //!
-//! imgbuild names each layer's packages in the config history (`imgbuild: conda packages a b`,
-//! `imgbuild: environment …`), like `docker history` shows `RUN` lines, so the split of an
-//! image into packages is known without downloading a layer. Layers of other origins are
-//! `Base`.
+//! imgbuild names each layer's packages in the config history, like `docker history` shows
+//! `RUN` lines, so the split of an image into packages is known without downloading a layer.
+//! The encoding, written by imgbuild-layer and read here ([`LayerKind::created_by`] and
+//! [`LayerKind::from_created_by`]; it is part of every image's digest, so it never changes):
+//!
+//! | layer | `created_by` |
+//! |---|---|
+//! | conda packages | `imgbuild: conda packages NAME-VERSION-BUILD …` (space-separated) |
+//! | pip packages | `imgbuild: pip packages NAME-VERSION …` |
+//! | the environment | `imgbuild: environment (conda-meta and files no package owns)` |
+//! | the SBOM | `imgbuild: sbom (PATH …)` |
+//!
+//! Anything else (and a layer without history) is `Base`.
 
 use oci_spec::image::Descriptor;
 use serde::Serialize;
@@ -21,8 +30,12 @@ pub enum LayerKind {
     Pip { packages: Vec<String> },
     /// `conda-meta/` and files no package owns.
     Environment,
-    /// The software bill of materials imgbuild writes.
-    Sbom,
+    /// The software bill of materials imgbuild writes, and the files it is in (not part of
+    /// the JSON report: every SBOM layer holds one file of a known name).
+    Sbom {
+        #[serde(skip)]
+        files: Vec<String>,
+    },
     /// Anything not made by imgbuild (the base image).
     Base,
 }
@@ -74,22 +87,44 @@ pub fn layer_infos(image: &BaseImage) -> Vec<LayerInfo> {
         .collect()
 }
 
-fn kind_of(created_by: &str) -> LayerKind {
-    if let Some(list) = created_by.strip_prefix("imgbuild: conda packages ") {
-        LayerKind::Conda {
-            packages: list.split_whitespace().map(str::to_string).collect(),
-        }
-    } else if let Some(list) = created_by.strip_prefix("imgbuild: pip packages ") {
-        LayerKind::Pip {
-            packages: list.split_whitespace().map(str::to_string).collect(),
-        }
-    } else if created_by.starts_with("imgbuild: environment") {
-        LayerKind::Environment
-    } else if created_by.starts_with("imgbuild: sbom") {
-        LayerKind::Sbom
-    } else {
-        LayerKind::Base
+const CONDA: &str = "imgbuild: conda packages ";
+const PIP: &str = "imgbuild: pip packages ";
+const ENVIRONMENT: &str = "imgbuild: environment (conda-meta and files no package owns)";
+const SBOM: &str = "imgbuild: sbom";
+
+impl LayerKind {
+    /// The history line of a layer of this kind (see the module docs); `None` for `Base`,
+    /// whose lines are the base image's own.
+    pub fn created_by(&self) -> Option<String> {
+        Some(match self {
+            LayerKind::Conda { packages } => format!("{CONDA}{}", packages.join(" ")),
+            LayerKind::Pip { packages } => format!("{PIP}{}", packages.join(" ")),
+            LayerKind::Environment => ENVIRONMENT.to_string(),
+            LayerKind::Sbom { files } => format!("{SBOM} ({})", files.join(" ")),
+            LayerKind::Base => return None,
+        })
     }
+
+    /// What a history line says the layer holds.
+    pub fn from_created_by(created_by: &str) -> Self {
+        let list = |l: &str| l.split_whitespace().map(str::to_string).collect();
+        if let Some(l) = created_by.strip_prefix(CONDA) {
+            LayerKind::Conda { packages: list(l) }
+        } else if let Some(l) = created_by.strip_prefix(PIP) {
+            LayerKind::Pip { packages: list(l) }
+        } else if created_by.starts_with("imgbuild: environment") {
+            LayerKind::Environment
+        } else if let Some(rest) = created_by.strip_prefix(SBOM) {
+            let files = rest.trim().trim_start_matches('(').trim_end_matches(')');
+            LayerKind::Sbom { files: list(files) }
+        } else {
+            LayerKind::Base
+        }
+    }
+}
+
+fn kind_of(created_by: &str) -> LayerKind {
+    LayerKind::from_created_by(created_by)
 }
 
 /// Seconds to download `bytes` at `bits_per_second`, ignoring latency and decompression.
@@ -118,5 +153,25 @@ mod tests {
             LayerKind::Base
         );
         assert!((transfer_seconds(100_000_000, 1e8) - 8.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn every_kind_survives_its_history_line() {
+        for kind in [
+            LayerKind::Conda {
+                packages: vec!["zlib-1.3-h0_0".into(), "xz-5.4-h0_0".into()],
+            },
+            LayerKind::Pip {
+                packages: vec!["torch-2.0.1".into()],
+            },
+            LayerKind::Environment,
+            LayerKind::Sbom {
+                files: vec!["conda-meta/imgbuild.spdx.json".into()],
+            },
+        ] {
+            let line = kind.created_by().unwrap();
+            assert_eq!(LayerKind::from_created_by(&line), kind, "{line}");
+        }
+        assert_eq!(LayerKind::Base.created_by(), None);
     }
 }

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{
@@ -14,6 +13,7 @@ use oci_spec::image::{
     PlatformBuilder, ANNOTATION_REF_NAME,
 };
 
+use crate::base::BaseImage;
 use crate::canonical::to_canonical_json;
 use crate::image::{BuiltImage, ImagePlatform};
 use crate::{BlobStore, Digest, OciError};
@@ -21,48 +21,7 @@ use crate::{BlobStore, Digest, OciError};
 /// The `oci-layout` file every layout carries.
 pub const OCI_LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
-/// An image read from a layout, to build on top of.
-#[derive(Debug, Clone)]
-pub struct BaseImage {
-    pub config: ImageConfiguration,
-    pub layers: Vec<Descriptor>,
-    pub manifest_digest: Digest,
-    source: BlobStore,
-    /// Where the base came from when it was pulled from a registry (blobs can be mounted
-    /// from there instead of uploaded).
-    pub origin: Option<crate::registry::Reference>,
-}
-
 impl BaseImage {
-    pub(crate) fn from_parts(
-        config: ImageConfiguration,
-        layers: Vec<Descriptor>,
-        manifest_digest: Digest,
-        source: BlobStore,
-        origin: Option<crate::registry::Reference>,
-    ) -> Self {
-        Self {
-            config,
-            layers,
-            manifest_digest,
-            source,
-            origin,
-        }
-    }
-
-    /// Where the image's blobs are (the layout, or the blob store it was pulled into).
-    pub fn source(&self) -> &BlobStore {
-        &self.source
-    }
-
-    /// Digests of the base's layers.
-    pub fn layer_digests(&self) -> Vec<Digest> {
-        self.layers
-            .iter()
-            .filter_map(|l| Digest::try_from(l.digest()).ok())
-            .collect()
-    }
-
     /// Reads the image tagged `tag` (or the only image, when `tag` is `None`) from the layout at
     /// `dir`, resolving an image index to the manifest for `platform`.
     pub fn from_layout(
@@ -111,21 +70,21 @@ impl BaseImage {
                 )));
             }
         }
-        Ok(Self {
+        Ok(Self::from_parts(
             config,
-            layers: manifest.layers().clone(),
+            manifest.layers().clone(),
             manifest_digest,
             source,
-            origin: None,
-        })
+            None,
+        ))
     }
 
     /// Copies (or hard-links) the base layers into `store`, checking each digest.
     pub fn import_into(&self, store: &BlobStore) -> Result<(), OciError> {
         for layer in &self.layers {
             store.import(
-                &self.source,
-                &checked_digest(layer, self.source.root())?,
+                self.source(),
+                &checked_digest(layer, self.source().root())?,
                 true,
             )?;
         }
@@ -300,6 +259,16 @@ fn index_bytes(manifests: Vec<Descriptor>) -> Result<Vec<u8>, OciError> {
             message: e.to_string(),
         })?;
     to_canonical_json(&index).map_err(OciError::json("index.json"))
+}
+
+/// Splits `DIR[:TAG]` (a layout and the tag of an image in it), as skopeo does: the path ends
+/// at the first ':' (a layout path cannot contain one), so tags such as `llm-env:cu118`
+/// survive whole. An empty tag (`DIR:`) is no tag.
+pub fn split_dir_tag(text: &str) -> (PathBuf, Option<String>) {
+    match text.split_once(':') {
+        Some((dir, tag)) if !tag.is_empty() => (PathBuf::from(dir), Some(tag.to_string())),
+        _ => (PathBuf::from(text.trim_end_matches(':')), None),
+    }
 }
 
 /// Checks that `tag` can be an `org.opencontainers.image.ref.name`: the image-layout spec's
@@ -535,25 +504,27 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
     fs::write(path, bytes).map_err(|e| OciError::io(path, e))
 }
 
-/// Replaces `path` with `bytes` so that readers see the old or the new file, never a mix.
+/// Replaces `path` with `bytes` (mode 0644, synced) so that readers see the old or the new
+/// file, never a mix.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(|e| OciError::io(dir, e))?;
-    temp.write_all(bytes).map_err(|e| OciError::io(path, e))?;
-    temp.as_file()
-        .sync_all()
-        .map_err(|e| OciError::io(path, e))?;
-    set_mode(temp.path(), 0o644)?;
-    temp.persist(path)
-        .map_err(|e| OciError::io(path, e.error))?;
-    Ok(())
+    imgbuild_fs::write_atomically(path, bytes, 0o644, imgbuild_fs::Durability::Synced)
+        .map_err(|e| OciError::io(path, e))
 }
 
 #[cfg(test)]
 mod tag_tests {
+    #[test]
+    fn dir_and_tag_split_at_the_first_colon() {
+        use std::path::PathBuf;
+        let split = super::split_dir_tag;
+        assert_eq!(split("/x/base"), (PathBuf::from("/x/base"), None));
+        assert_eq!(split("/x/base:"), (PathBuf::from("/x/base"), None));
+        assert_eq!(
+            split("/x/out:llm-env:cu118"),
+            (PathBuf::from("/x/out"), Some("llm-env:cu118".to_string()))
+        );
+    }
+
     #[test]
     fn tags_follow_the_layout_grammar() {
         for good in [

@@ -9,6 +9,7 @@
 //! content always has the same digest.
 
 pub mod archive;
+mod base;
 pub mod blob_store;
 mod blob_writer;
 mod canonical;
@@ -18,15 +19,17 @@ pub mod image;
 pub mod inspect;
 pub mod layout;
 mod progress;
+mod pull;
 pub mod registry;
 mod time;
 
+pub use base::BaseImage;
 pub use blob_store::BlobStore;
 pub use blob_writer::BlobWriter;
 pub use canonical::to_canonical_json;
 pub use digest::Digest;
 pub use error::OciError;
 pub use image::{BuiltImage, Compression, ImagePlatform, LayerBlob, RuntimeConfig};
-pub use layout::BaseImage;
 pub use progress::TransferProgress;
+pub use pull::pull_image;
 pub use time::rfc3339_utc;

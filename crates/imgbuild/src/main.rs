@@ -1,11 +1,10 @@
 //! The `imgbuild` command: parses arguments, runs the stages, renders errors.
 
 mod args;
-mod build;
-mod inspect;
-mod lock;
+mod commands;
+mod printer;
 mod progress;
-mod registry;
+mod settings;
 
 use std::process::ExitCode;
 
@@ -48,7 +47,7 @@ fn main() -> ExitCode {
     }
     // A progress line only for a person at a terminal.
     let draw_progress = !json && progress::enabled(cli.quiet);
-    let output = build::Output {
+    let output = printer::Output {
         quiet: cli.quiet,
         draw_progress,
         json_logs: json,
@@ -65,12 +64,12 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Some(Command::Build(args)) => runtime.block_on(build::run(*args, output)),
-        Some(Command::Push(args)) => runtime.block_on(registry::run_push(args, draw_progress)),
-        Some(Command::Lock(args)) => runtime.block_on(lock::run(args)),
-        Some(Command::Inspect(args)) => runtime.block_on(inspect::run_inspect(args)),
-        Some(Command::Compare(args)) => runtime.block_on(inspect::run_compare(args)),
-        None => runtime.block_on(build::run(cli.build, output)),
+        Some(Command::Build(args)) => runtime.block_on(commands::build::run(*args, output)),
+        Some(Command::Push(args)) => runtime.block_on(commands::push::run(args, draw_progress)),
+        Some(Command::Lock(args)) => runtime.block_on(commands::lock::run(args)),
+        Some(Command::Inspect(args)) => runtime.block_on(commands::inspect::run_inspect(args)),
+        Some(Command::Compare(args)) => runtime.block_on(commands::inspect::run_compare(args)),
+        None => runtime.block_on(commands::build::run(cli.build, output)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -125,26 +124,6 @@ pub(crate) fn resolve_cache_dir(
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
     Ok(std::fs::canonicalize(&dir)?)
-}
-
-/// [`resolve_cache_dir`], registered as in use for as long as the returned run lives; a run
-/// that finds the cache idle first removes what interrupted builds left in it.
-pub(crate) fn open_cache(
-    flag: Option<&std::path::Path>,
-) -> anyhow::Result<(std::path::PathBuf, imgbuild_builder::cache_dir::CacheRun)> {
-    use imgbuild_builder::cache_dir::{CacheRun, Sweep};
-    let dir = resolve_cache_dir(flag)?;
-    let (run, sweep) = CacheRun::start(&dir)?;
-    if let Sweep::Swept { entries, bytes } = sweep {
-        if entries > 0 {
-            tracing::info!(
-                "removed {entries} leftovers of interrupted builds ({:.1} MiB) from {}",
-                bytes as f64 / (1024.0 * 1024.0),
-                dir.display()
-            );
-        }
-    }
-    Ok((dir, run))
 }
 
 /// The error and its causes joined by ": ", skipping a cause whose text the message already

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use imgbuild_builder::download_progress::DownloadProgress;
-use imgbuild_oci::TransferProgress;
+use imgbuild_pipeline::{ByteCounter, Observer, Stage};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// The bar being drawn, if any: log lines are printed "around" it (see [`LogWriter`]).
@@ -91,21 +90,48 @@ impl Progress {
 /// A byte counter to draw: `(done, total)` now.
 pub type Counter = Box<dyn Fn() -> (u64, u64) + Send>;
 
-/// A [`Counter`] over a [`TransferProgress`].
-pub fn transfer(progress: &Arc<TransferProgress>) -> Counter {
-    let p = progress.clone();
-    Box::new(move || p.snapshot())
+/// The pipeline's [`Observer`] drawn as the progress line: the stage's name, then a bytes bar
+/// over its counters.
+pub struct ProgressObserver {
+    /// Until the build finishes.
+    progress: Mutex<Option<(Progress, Option<BytesBar>)>>,
 }
 
-/// A [`Counter`] over package downloads.
-pub fn downloads(progress: &Arc<DownloadProgress>) -> Counter {
-    let p = progress.clone();
-    Box::new(move || {
-        (
-            p.done.load(Ordering::Relaxed),
-            p.total.load(Ordering::Relaxed),
-        )
-    })
+impl ProgressObserver {
+    pub fn new(draw: bool) -> Self {
+        Self {
+            progress: Mutex::new(Some((Progress::new(draw), None))),
+        }
+    }
+}
+
+impl Observer for ProgressObserver {
+    fn stage(&self, stage: Stage, counters: &[ByteCounter]) {
+        let mut guard = self.progress.lock().expect("progress lock");
+        let Some((progress, bar)) = guard.as_mut() else {
+            return;
+        };
+        *bar = None;
+        progress.stage(stage.describe());
+        if !counters.is_empty() {
+            let sources = counters
+                .iter()
+                .map(|c| {
+                    let c = c.clone();
+                    (c.label, Box::new(move || c.snapshot()) as Counter)
+                })
+                .collect();
+            *bar = progress.bytes(sources);
+        }
+    }
+
+    fn finished(&self) {
+        // The bar stops, then the line is cleared.
+        if let Some((progress, bar)) = self.progress.lock().expect("progress lock").take() {
+            drop(bar);
+            drop(progress);
+        }
+    }
 }
 
 impl Drop for Progress {

@@ -2,7 +2,6 @@
 
 mod auth;
 mod client;
-mod pull;
 mod push;
 mod reference;
 mod referrers;
@@ -11,10 +10,9 @@ use std::path::PathBuf;
 
 pub use auth::{resolve_credentials, CredentialSource, Credentials};
 pub use client::{ClientOptions, RegistryClient, CHUNK_SIZE};
-pub use pull::pull_image;
 pub use push::{push_image, PushSummary, Tally, CONCURRENT_UPLOADS};
 pub use reference::{ParseReferenceError, Reference, DOCKER_HUB};
-pub use referrers::{attach_artifact, ReferrersMode};
+pub use referrers::{attach_artifact, referrers_tag, ReferrersMode};
 
 /// What can go wrong talking to a registry. Messages name the registry and repository and
 /// never contain credentials, tokens or upload-session URLs.

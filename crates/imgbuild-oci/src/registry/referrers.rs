@@ -22,6 +22,12 @@ pub enum ReferrersMode {
     TagSchema,
 }
 
+/// The tag under which the referrers tag schema keeps the index of `subject`'s referrers:
+/// `sha256-<hex>`.
+pub fn referrers_tag(subject: &Digest) -> String {
+    subject.to_string().replace(':', "-")
+}
+
 /// Pushes `blob` (of media type `artifact_type`) as an artifact referring to the image manifest
 /// `subject` (which must be in `store` and already pushed to `repository`). Returns the
 /// artifact manifest's digest.
@@ -71,7 +77,7 @@ pub async fn attach_artifact(
     }
 
     // The referrers tag schema.
-    let tag = subject.to_string().replace(':', "-");
+    let tag = referrers_tag(subject);
     let mut index = match client.get_manifest(repository, &tag).await {
         Ok((bytes, _)) => serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| {
             RegistryError::Unexpected {

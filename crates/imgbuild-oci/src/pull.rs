@@ -3,8 +3,8 @@
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 
-use super::{Reference, RegistryClient, RegistryError};
 use crate::image::ImagePlatform;
+use crate::registry::{Reference, RegistryClient, RegistryError};
 use crate::{BaseImage, BlobStore, Digest};
 
 /// Pulls `reference` for `platform` into `store` and returns it as a base image. With

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use toml::Value;
 
-use crate::pip::{normalize_name, PipError, PipPackage};
+use super::{normalize_name, PipError, PipPackage};
 use crate::wheel::{self, TargetTags, WheelFile};
 
 /// The packages of `text`, a pylock.toml whose relative paths are relative to `dir`.

@@ -7,13 +7,13 @@ use anyhow::{Context as _, Result};
 use imgbuild_builder::TargetPlatform;
 use imgbuild_layer::report::{Comparison, ImageReport};
 use imgbuild_oci::inspect::{layer_infos, LayerKind};
-use imgbuild_oci::registry::{pull_image, Reference};
+use imgbuild_oci::pull_image;
+use imgbuild_oci::registry::Reference;
 use imgbuild_oci::{archive, BaseImage, BlobStore};
 use tempfile::TempDir;
 
 use crate::args::{CompareArgs, InspectArgs, ReadImageArgs};
-use crate::build::human;
-use crate::registry;
+use imgbuild_pipeline::{client_for, human_bytes as human, oci_platform};
 
 /// An image ready to report on: where its layer blobs are, and what must live as long.
 struct Loaded {
@@ -24,13 +24,8 @@ struct Loaded {
 
 async fn load(name: &str, args: &ReadImageArgs) -> Result<Loaded> {
     let platform: TargetPlatform = args.platform.parse()?;
-    let platform = registry::image_platform(platform);
-    let split_tag = |rest: &str| -> (PathBuf, Option<String>) {
-        match rest.split_once(':') {
-            Some((p, t)) if !t.is_empty() => (PathBuf::from(p), Some(t.to_string())),
-            _ => (PathBuf::from(rest.trim_end_matches(':')), None),
-        }
-    };
+    let platform = oci_platform(platform);
+    let split_tag = imgbuild_oci::layout::split_dir_tag;
     let (layout, archive_file, tag) = if let Some(rest) = name.strip_prefix("oci:") {
         let (p, t) = split_tag(rest);
         (Some(p), None, t)
@@ -73,9 +68,11 @@ async fn load(name: &str, args: &ReadImageArgs) -> Result<Loaded> {
     let reference: Reference = name.parse().with_context(|| {
         format!("'{name}' is not oci:DIR[:TAG], oci-archive:FILE[:TAG], an existing path or a registry reference")
     })?;
-    let options = registry::client_options(&args.registry)?;
-    let client = registry::client_for(&reference, &options)?;
-    let (cache_dir, _cache_run) = crate::open_cache(args.cache_dir.as_deref())?;
+    let options = crate::settings::client_options(&args.registry)?;
+    let client = client_for(&reference, &options)?;
+    let (cache, _cache_run) =
+        imgbuild_pipeline::open_cache(&crate::resolve_cache_dir(args.cache_dir.as_deref())?)?;
+    let cache_dir = cache.root().to_path_buf();
     let store = BlobStore::new(&cache_dir);
     let image = pull_image(&client, &reference, &platform, &store, args.deep)
         .await
@@ -120,7 +117,7 @@ pub async fn run_inspect(args: InspectArgs) -> Result<()> {
             LayerKind::Conda { packages } => packages.join(" "),
             LayerKind::Pip { packages } => format!("pip: {}", packages.join(" ")),
             LayerKind::Environment => "environment (conda-meta, files no package owns)".into(),
-            LayerKind::Sbom => "SBOM".into(),
+            LayerKind::Sbom { .. } => "SBOM".into(),
             LayerKind::Base => format!(
                 "base: {}",
                 l.created_by

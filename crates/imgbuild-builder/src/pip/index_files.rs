@@ -149,7 +149,7 @@ fn fetch_pages(index: &str, missing: Vec<Missing>) -> Vec<(Missing, Vec<String>)
         };
         let mut out = Vec::new();
         for m in missing {
-            let url = format!("{index}/{}/", crate::pip::normalize_name(&m.name));
+            let url = format!("{index}/{}/", super::normalize_name(&m.name));
             let page = async {
                 client
                     .get(&url)

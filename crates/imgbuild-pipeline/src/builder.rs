@@ -1,0 +1,444 @@
+//! [`Builder`]: the build from a [`BuildPlan`] to an image in its [`Outputs`].
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imgbuild_builder::cache_dir::{CacheDir, CacheRun, Sweep};
+use imgbuild_builder::download_progress::DownloadProgress;
+use imgbuild_builder::pip::PipTarget;
+use imgbuild_builder::{solve, Context, EnvSpec, Target};
+use imgbuild_layer::{EnvironmentCache, WriteOptions};
+use imgbuild_oci::pull_image;
+use imgbuild_oci::registry::ClientOptions;
+use imgbuild_oci::{archive, image, layout, BaseImage, BlobStore, ImagePlatform, TransferProgress};
+
+use crate::environment::{build_environment, PipStep};
+use crate::error::{BaseError, PipelineError};
+use crate::observer::{ByteCounter, Observer, Silent, Stage};
+use crate::plan::{BaseSource, BuildPlan, Outputs, PipOptions, Source};
+use crate::push::{client_for, push_all, Attachment};
+use crate::report::{BuildReport, Downloads, EnvironmentOrigin, LayerReport, Stages};
+use crate::resolve::{self, Resolved, UvFinder};
+use crate::sbom_layer;
+
+/// Builds images into one cache directory. Cheap to keep around; every build shares the
+/// cache's package, layer and environment caches with the others (and with other processes).
+pub struct Builder {
+    cache: CacheDir,
+    _run: CacheRun,
+    registry: ClientOptions,
+    observer: Arc<dyn Observer>,
+}
+
+impl Builder {
+    /// A builder on the cache at `cache_dir` (created if missing). It registers as a user of
+    /// the cache for as long as it lives; if no other process is using the cache, what
+    /// interrupted builds left in it is removed first.
+    pub fn new(cache_dir: &Path) -> Result<Self, PipelineError> {
+        let (cache, run) = open_cache(cache_dir)?;
+        Ok(Self {
+            cache,
+            _run: run,
+            registry: ClientOptions::default(),
+            observer: Arc::new(Silent),
+        })
+    }
+
+    /// How registries (the base's, the pushes') are reached.
+    pub fn with_registry(mut self, options: ClientOptions) -> Self {
+        self.registry = options;
+        self
+    }
+
+    /// Who hears of stages and bytes as the build goes.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// The cache directory (absolute).
+    pub fn cache(&self) -> &CacheDir {
+        &self.cache
+    }
+
+    fn context(&self, max_package_size: u64) -> Result<Context, PipelineError> {
+        let mut ctx = Context::new(self.cache.root().to_path_buf())?;
+        ctx.max_package_size = max_package_size;
+        Ok(ctx)
+    }
+
+    /// Solves `spec` for each target (with its pip section) and writes the lock file at
+    /// `path`. Returns what was solved, per target.
+    pub async fn lock(
+        &self,
+        spec: &EnvSpec,
+        targets: &[Target],
+        pip: &PipOptions,
+        path: &Path,
+    ) -> Result<Vec<Resolved>, PipelineError> {
+        let ctx = self.context(imgbuild_builder::DEFAULT_MAX_PACKAGE_SIZE)?;
+        let mut uv = UvFinder::new(pip, self.cache.root());
+        let mut solved = Vec::new();
+        for target in targets {
+            solved.push(resolve::solve_spec(&ctx, spec, target, pip, &mut uv).await?);
+        }
+        resolve::write_lock_for(path, spec, solved.iter().zip(targets))?;
+        Ok(solved)
+    }
+
+    /// Builds the image `plan` describes and writes it to `outputs`.
+    pub async fn build(
+        &self,
+        plan: &BuildPlan,
+        outputs: &Outputs,
+    ) -> Result<BuildReport, PipelineError> {
+        let result = self.build_inner(plan, outputs).await;
+        self.observer.finished();
+        result
+    }
+
+    async fn build_inner(
+        &self,
+        plan: &BuildPlan,
+        outputs: &Outputs,
+    ) -> Result<BuildReport, PipelineError> {
+        let started = Instant::now();
+        check_outputs(outputs)?;
+        let mut warnings = Vec::new();
+        let mut ctx = self.context(plan.max_package_size)?;
+        let downloads = Arc::new(DownloadProgress::default());
+        ctx.download_progress = Some(downloads.clone());
+        let wheel_downloads = Arc::new(DownloadProgress::default());
+        let store = BlobStore::new(self.cache.root());
+        let image_platform = image_platform(plan);
+
+        self.observer.stage(Stage::Base, &[]);
+        let base = self.base(plan, outputs, &image_platform, &store).await?;
+        image::check_layer_budget(
+            base.as_ref().map_or(0, |b| b.layers.len()),
+            plan.layers.max_layers,
+        )?;
+        let mut stages = Stages::new(started);
+        stages.mark("base");
+
+        self.observer.stage(
+            match plan.source {
+                Source::Lock { .. } => Stage::ReadingLock,
+                Source::Spec { .. } => Stage::Solving,
+            },
+            &[],
+        );
+        let mut uv = UvFinder::new(&plan.pip, self.cache.root());
+        let resolved =
+            resolve::resolve(&ctx, &plan.source, &plan.target, &plan.pip, &mut uv).await?;
+        if base.is_none() {
+            let needy = solve::packages_needing_glibc(&resolved.records);
+            if !needy.is_empty() {
+                let warning = format!(
+                    "base is 'scratch' but {} glibc ({}); the image will not run without a glibc base",
+                    if needy.len() == 1 { "this package needs" } else { "these packages need" },
+                    needy.join(", ")
+                );
+                tracing::warn!("{warning} (--base oci:DIR[:TAG])");
+                warnings.push(warning);
+            }
+        }
+        stages.mark("resolve");
+
+        let write_options = WriteOptions {
+            prefix: plan.prefix.to_string(),
+            compression: plan.compression,
+            mtime: plan.mtime,
+            layer_cache: Some(self.cache.layers()),
+            progress: Some(Default::default()),
+        };
+        let pip_step = if resolved.pip.is_empty() {
+            None
+        } else {
+            Some(PipStep {
+                uv: uv.get()?,
+                target: PipTarget::new(&resolved.records, &plan.target)?
+                    .allowing_sdist(plan.pip.allow_sdist)?,
+            })
+        };
+        let env_key = crate::env_key::environment_key(plan, &resolved);
+        let env_cache = EnvironmentCache::new(self.cache.environments());
+        let mut pip_time = Duration::ZERO;
+        let (environment, origin) = match env_cache.get(env_key.as_str(), &write_options, &store) {
+            Some(hit) => {
+                tracing::info!(
+                    "environment unchanged since an earlier build: its {} layers reused, nothing installed or written",
+                    hit.layers.len()
+                );
+                (hit, EnvironmentOrigin::Cached)
+            }
+            None => {
+                let layer_bytes = write_options.progress.clone().expect("set above");
+                self.observer.stage(
+                    Stage::Installing,
+                    &[
+                        ByteCounter::downloads("downloading", &downloads),
+                        ByteCounter::downloads("downloading wheels", &wheel_downloads),
+                        ByteCounter::transfer("writing layers", &layer_bytes),
+                    ],
+                );
+                let installed = build_environment(
+                    &ctx,
+                    plan,
+                    &resolved,
+                    pip_step.as_ref(),
+                    &wheel_downloads,
+                    &write_options,
+                    &store,
+                )
+                .await?;
+                pip_time = installed.pip_time;
+                env_cache.put(env_key.as_str(), &installed.environment);
+                (
+                    installed.environment,
+                    EnvironmentOrigin::Installed {
+                        staging: installed.update,
+                    },
+                )
+            }
+        };
+        let downloads = Downloads {
+            packages: downloads.packages.load(Ordering::Relaxed),
+            package_bytes: downloads.done.load(Ordering::Relaxed),
+            wheels: wheel_downloads.packages.load(Ordering::Relaxed),
+            wheel_bytes: wheel_downloads.done.load(Ordering::Relaxed),
+        };
+        log_downloads(&downloads);
+        stages.mark_excluding("environment", &[("pip", pip_time)]);
+
+        self.observer.stage(Stage::WritingImage, &[]);
+        let sbom = sbom_layer::render(plan, &resolved, &environment, base.as_ref());
+        let mut layers = environment.layers;
+        layers.push(sbom_layer::write_sbom_layer(
+            &self.cache.staging(),
+            &sbom,
+            plan.sbom_format,
+            &write_options,
+            &store,
+        )?);
+        if let Some(path) = &outputs.sbom_file {
+            layout::write_atomically(path, &sbom).map_err(|source| PipelineError::WriteSbom {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        if let Some(base) = base.as_ref().filter(|b| b.origin.is_none()) {
+            base.import_into(&store)?;
+        }
+        let mut runtime = plan.runtime.clone();
+        runtime.path_prepend = environment.path_prepend;
+        // LANG first: the environment's activation and then the user's settings win over it.
+        let mut env: Vec<(String, String)> = vec![("LANG".into(), "C.UTF-8".into())];
+        env.extend(environment.env);
+        env.extend(std::mem::take(&mut runtime.env));
+        runtime.env = env;
+        let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();
+        let built = image::assemble(
+            &store,
+            base.as_ref(),
+            &blobs,
+            &runtime,
+            &image_platform,
+            plan.mtime as i64,
+        )?;
+        stages.mark("sbom+config");
+
+        if let Some(out) = &outputs.layout {
+            layout::write_layout(out, &store, &built, &outputs.tags).map_err(|source| {
+                PipelineError::WriteLayout {
+                    path: out.clone(),
+                    source,
+                }
+            })?;
+        }
+        if let Some(path) = &outputs.archive {
+            archive::write_archive(path, &store, &built, &outputs.tags).map_err(|source| {
+                PipelineError::WriteArchive {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        }
+        stages.mark("write");
+
+        let mut pushes = Vec::new();
+        if !outputs.push.is_empty() {
+            let uploads = Arc::new(TransferProgress::default());
+            self.observer.stage(
+                Stage::Pushing,
+                &[ByteCounter::transfer("pushing", &uploads)],
+            );
+            pushes = push_all(
+                &store,
+                &built.manifest_digest,
+                &outputs.push,
+                base.as_ref(),
+                &self.registry,
+                Some(Attachment {
+                    artifact_type: plan.sbom_format.media_type(),
+                    bytes: &sbom,
+                }),
+                Some(&uploads),
+            )
+            .await?;
+            stages.mark("push");
+        }
+
+        Ok(BuildReport {
+            manifest_digest: built.manifest_digest,
+            conda_packages: resolved.records.len(),
+            pip_packages: resolved.pip.len(),
+            layers: layers
+                .into_iter()
+                .map(|l| LayerReport {
+                    digest: l.blob.digest,
+                    size: l.blob.size,
+                    owners: l.owners,
+                    origin: l.origin,
+                    dedup_saved: l.dedup_saved,
+                })
+                .collect(),
+            environment: origin,
+            downloads,
+            pushes,
+            warnings,
+            stages: stages.into_vec(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The base image, read from its layout or pulled (its layers only when they are needed
+    /// locally: to write them out, or to push them to another registry).
+    async fn base(
+        &self,
+        plan: &BuildPlan,
+        outputs: &Outputs,
+        platform: &ImagePlatform,
+        store: &BlobStore,
+    ) -> Result<Option<BaseImage>, PipelineError> {
+        let failed = |source: BaseError| PipelineError::Base {
+            base: plan.base.to_string(),
+            source,
+        };
+        match &plan.base {
+            BaseSource::Scratch => Ok(None),
+            BaseSource::Layout { dir, tag } => {
+                BaseImage::from_layout(dir, tag.as_deref(), platform)
+                    .map(Some)
+                    .map_err(|e| failed(e.into()))
+            }
+            BaseSource::Registry(reference) => {
+                let client = client_for(reference, &self.registry)?;
+                let only_pushed_to_base_registry = outputs.layout.is_none()
+                    && outputs.archive.is_none()
+                    && outputs
+                        .push
+                        .iter()
+                        .all(|t| t.registry == reference.registry);
+                pull_image(
+                    &client,
+                    reference,
+                    platform,
+                    store,
+                    !only_pushed_to_base_registry,
+                )
+                .await
+                .map(Some)
+                .map_err(|e| failed(e.into()))
+            }
+        }
+    }
+}
+
+/// Opens the cache at `dir` (created if missing, made absolute) and registers this process as
+/// a user of it for as long as the returned [`CacheRun`] lives; if no other process is using
+/// the cache, what interrupted builds left in it is removed first.
+pub fn open_cache(dir: &Path) -> Result<(CacheDir, CacheRun), PipelineError> {
+    let io = |source| PipelineError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let root = std::fs::canonicalize(dir).map_err(io)?;
+    let (run, sweep) = CacheRun::start(&root)?;
+    if let Sweep::Swept { entries, bytes } = sweep {
+        if entries > 0 {
+            tracing::info!(
+                "removed {entries} leftovers of interrupted builds ({:.1} MiB) from {}",
+                bytes as f64 / (1024.0 * 1024.0),
+                root.display()
+            );
+        }
+    }
+    Ok((CacheDir::new(root), run))
+}
+
+/// Refuses outputs that cannot be written, before any work.
+fn check_outputs(outputs: &Outputs) -> Result<(), PipelineError> {
+    if outputs.is_empty() {
+        return Err(PipelineError::NothingToWrite);
+    }
+    for tag in &outputs.tags {
+        layout::check_tag(tag)?;
+    }
+    if let Some(out) = &outputs.layout {
+        layout::check_output_dir(out)?;
+    }
+    Ok(())
+}
+
+/// The OCI platform of the plan's target.
+fn image_platform(plan: &BuildPlan) -> ImagePlatform {
+    oci_platform(plan.target.platform)
+}
+
+/// The OCI platform (`os`, `architecture`, `variant`) of a conda target platform.
+pub fn oci_platform(platform: imgbuild_builder::TargetPlatform) -> ImagePlatform {
+    ImagePlatform {
+        os: platform.oci_os().to_string(),
+        architecture: platform.oci_architecture().to_string(),
+        variant: platform.oci_variant().map(str::to_string),
+    }
+}
+
+fn log_downloads(d: &Downloads) {
+    if d.packages > 0 {
+        tracing::info!(
+            "downloaded {} packages ({}, {} bytes)",
+            d.packages,
+            human_bytes(d.package_bytes),
+            d.package_bytes
+        );
+    }
+    if d.wheels > 0 {
+        tracing::info!(
+            "downloaded {} wheels ({}, {} bytes)",
+            d.wheels,
+            human_bytes(d.wheel_bytes),
+            d.wheel_bytes
+        );
+    }
+}
+
+/// `1.5 MiB`: bytes for people.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand: each reads its arguments, calls the library, prints.
+
+pub mod build;
+pub mod inspect;
+pub mod lock;
+pub mod push;
