@@ -5,6 +5,11 @@
 mod bench_channel;
 mod bench_llm;
 mod build;
+mod build_base;
+mod build_caches;
+mod build_config;
+mod build_repro;
+mod build_target;
 mod common;
 mod concurrent;
 mod crash;

@@ -64,7 +64,7 @@ pub enum BuildError {
     },
     #[error(
         "prefix '{prefix}' ({prefix_len} characters) is too long for {package}: its file '{file}' \
-         has a binary placeholder of {max_len} characters; choose a --prefix of at most {max_len} \
+         has a binary placeholder of {max_len} characters; the prefix can be at most {max_len} \
          characters"
     )]
     PrefixTooLong {

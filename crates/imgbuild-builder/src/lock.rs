@@ -402,7 +402,7 @@ fn read_conda_lock_v1(
         }
         if let Some(h) = hash("md5") {
             let mut bytes = [0u8; 16];
-            if !hex_decode(&h, &mut bytes) {
+            if hex::decode_to_slice(&h, &mut bytes).is_err() {
                 return Err(invalid(format!("package '{name}': bad md5")));
             }
             record.package_record.md5 = Some(bytes.into());
@@ -428,20 +428,7 @@ fn read_conda_lock_v1(
 
 fn parse_hex(s: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    hex_decode(s, &mut out).then_some(out)
-}
-
-fn hex_decode(s: &str, out: &mut [u8]) -> bool {
-    if s.len() != out.len() * 2 {
-        return false;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        match u8::from_str_radix(&s[2 * i..2 * i + 2], 16) {
-            Ok(b) => *byte = b,
-            Err(_) => return false,
-        }
-    }
-    true
+    hex::decode_to_slice(s, &mut out).ok().map(|()| out)
 }
 
 /// One platform's solve, as `imgbuild lock` records it.

@@ -51,7 +51,7 @@ pub enum LayerError {
     #[error("{path} is a {kind}; images can only hold files, directories and symlinks")]
     Unsupported { path: PathBuf, kind: &'static str },
     #[error(
-        "--max-layers {max_layers} is too small: the environment needs at least {needed} layers"
+        "a budget of {max_layers} layers is too small: the environment needs at least {needed}"
     )]
     Budget { max_layers: usize, needed: usize },
     #[error(transparent)]

@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod hints;
 mod printer;
 mod progress;
 mod settings;
@@ -75,6 +76,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", render(&err));
+            if let Some(hint) = hints::hint(&err) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,0 +1,57 @@
+//! The flag to try, for errors whose cause a flag can change. Library errors describe the
+//! problem in their own terms (a library user has no flags); the CLI knows which of its flags
+//! leads out of it and says so on a `hint:` line after the error.
+
+use imgbuild_builder::BuildError;
+use imgbuild_layer::LayerError;
+use imgbuild_pipeline::PipelineError;
+
+/// The hint for `err`, if one of its causes has one.
+pub fn hint(err: &anyhow::Error) -> Option<String> {
+    err.chain().find_map(|cause| {
+        let cause: &(dyn std::error::Error + 'static) = cause;
+        if let Some(PipelineError::Build(e)) = cause.downcast_ref::<PipelineError>() {
+            return build_hint(e);
+        }
+        if let Some(e) = cause.downcast_ref::<BuildError>() {
+            return build_hint(e);
+        }
+        if let Some(PipelineError::Layer(e)) = cause.downcast_ref::<PipelineError>() {
+            return layer_hint(e);
+        }
+        cause.downcast_ref::<LayerError>().and_then(layer_hint)
+    })
+}
+
+fn build_hint(e: &BuildError) -> Option<String> {
+    match e {
+        BuildError::PrefixTooLong { max_len, .. } => {
+            Some(format!("choose a --prefix of at most {max_len} characters"))
+        }
+        _ => None,
+    }
+}
+
+fn layer_hint(e: &LayerError) -> Option<String> {
+    match e {
+        LayerError::Budget { needed, .. } => Some(format!("pass --max-layers {needed} or more")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_name_the_flag_for_the_library_error_however_deep() {
+        let err = anyhow::Error::new(PipelineError::Layer(LayerError::Budget {
+            max_layers: 2,
+            needed: 5,
+        }))
+        .context("building");
+        assert_eq!(hint(&err).as_deref(), Some("pass --max-layers 5 or more"));
+        assert!(!err.root_cause().to_string().contains("--"));
+        assert_eq!(hint(&anyhow::anyhow!("other")), None);
+    }
+}
