@@ -24,4 +24,5 @@ mod push;
 mod quickstart;
 mod realpkgs;
 mod sbom;
+mod snapshots;
 mod wheels;
