@@ -5,6 +5,14 @@
 //! → `Vec<RepoDataRecord>` → [`install::install`] (sha256-checked downloads into a shared
 //! package cache, linked for the final prefix) → [`StagingRoot`]. Nothing here knows about
 //! layers or images; the staging root is an ordinary directory plus the records that made it.
+//! Beside that chain: lock files ([`lock`]), the `pip:` section through uv ([`pip`]),
+//! activation baked for the image ([`activation`]), the SBOM ([`sbom`]) and the cache
+//! directory's layout and housekeeping ([`cache_dir`]).
+//!
+//! What it does not do: run package code on the build host (link scripts are off, archives
+//! are extracted by [`extract`], which checks every entry, activation scripts are read, not
+//! run, unless asked), decide the order of a build (imgbuild-pipeline does), or know about
+//! OCI, layers or registries.
 
 pub mod activation;
 pub mod activation_script;

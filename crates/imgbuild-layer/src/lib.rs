@@ -10,6 +10,10 @@
 //! ([`env_cache`]). A full build does not wait for the install to end: [`EarlyLayers`] writes a
 //! big package's layer as soon as it is linked, and the plan takes it only if it is exactly the
 //! layer it would have written (`early.rs`).
+//!
+//! What it does not do: install anything (it reads a staging root someone else filled, and
+//! its `conda-meta`), decide when the environment cache may be used (the pipeline computes
+//! the key), or talk to registries.
 
 mod early;
 pub mod env_cache;

@@ -4,9 +4,15 @@
 //! [`BlobStore`]. [`image::assemble`] turns layer blobs (plus an optional [`BaseImage`]) into a
 //! config and a manifest in that store; [`layout::write_layout`] and
 //! [`archive::write_archive`] then publish the image by linking or copying blobs out of it.
-//! [`registry`] pushes images and pulls base images over the distribution API.
+//! [`registry`] pushes images (and their referrers) over the distribution API, and
+//! [`pull_image`] pulls a base image through it. [`BaseImage`] is an image to build on,
+//! from a layout or a registry; [`inspect`] reads what imgbuild's layers hold from the
+//! config history alone.
 //! Every JSON document is written in canonical form (sorted keys, no whitespace), so the same
 //! content always has the same digest.
+//!
+//! What it does not do: know about conda, packages or how layers are cut (imgbuild-layer
+//! makes layer blobs; this crate only stores, assembles and moves them), or run containers.
 
 pub mod archive;
 mod base;

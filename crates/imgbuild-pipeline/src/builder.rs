@@ -9,10 +9,12 @@ use imgbuild_builder::cache_dir::{CacheDir, CacheRun, Sweep};
 use imgbuild_builder::download_progress::DownloadProgress;
 use imgbuild_builder::pip::PipTarget;
 use imgbuild_builder::{solve, Context, EnvSpec, Target};
-use imgbuild_layer::{EnvironmentCache, WriteOptions};
+use imgbuild_layer::{BuiltEnvironment, EnvironmentCache, WriteOptions, WrittenLayer};
 use imgbuild_oci::pull_image;
 use imgbuild_oci::registry::ClientOptions;
-use imgbuild_oci::{archive, image, layout, BaseImage, BlobStore, ImagePlatform, TransferProgress};
+use imgbuild_oci::{
+    archive, image, layout, BaseImage, BlobStore, BuiltImage, ImagePlatform, TransferProgress,
+};
 
 use crate::environment::{build_environment, PipStep};
 use crate::error::{BaseError, PipelineError};
@@ -106,21 +108,15 @@ impl Builder {
     ) -> Result<BuildReport, PipelineError> {
         let started = Instant::now();
         check_outputs(outputs)?;
-        let mut warnings = Vec::new();
-        let mut ctx = self.context(plan.max_package_size)?;
-        let downloads = Arc::new(DownloadProgress::default());
-        ctx.download_progress = Some(downloads.clone());
-        let wheel_downloads = Arc::new(DownloadProgress::default());
-        let store = BlobStore::new(self.cache.root());
-        let image_platform = image_platform(plan);
+        let run = Run::new(self, plan)?;
+        let mut stages = Stages::new(started);
 
         self.observer.stage(Stage::Base, &[]);
-        let base = self.base(plan, outputs, &image_platform, &store).await?;
+        let base = self.base(plan, outputs, &run.platform, &run.store).await?;
         image::check_layer_budget(
             base.as_ref().map_or(0, |b| b.layers.len()),
             plan.layers.max_layers,
         )?;
-        let mut stages = Stages::new(started);
         stages.mark("base");
 
         self.observer.stage(
@@ -132,140 +128,26 @@ impl Builder {
         );
         let mut uv = UvFinder::new(&plan.pip, self.cache.root());
         let resolved =
-            resolve::resolve(&ctx, &plan.source, &plan.target, &plan.pip, &mut uv).await?;
-        if base.is_none() {
-            let needy = solve::packages_needing_glibc(&resolved.records);
-            if !needy.is_empty() {
-                let warning = format!(
-                    "base is 'scratch' but {} glibc ({}); the image will not run without a glibc base",
-                    if needy.len() == 1 { "this package needs" } else { "these packages need" },
-                    needy.join(", ")
-                );
-                tracing::warn!("{warning} (--base oci:DIR[:TAG])");
-                warnings.push(warning);
-            }
-        }
+            resolve::resolve(&run.ctx, &plan.source, &plan.target, &plan.pip, &mut uv).await?;
+        let warnings = base
+            .is_none()
+            .then(|| scratch_warning(&resolved))
+            .flatten()
+            .into_iter()
+            .collect();
         stages.mark("resolve");
 
-        let write_options = WriteOptions {
-            prefix: plan.prefix.to_string(),
-            compression: plan.compression,
-            mtime: plan.mtime,
-            layer_cache: Some(self.cache.layers()),
-            progress: Some(Default::default()),
-        };
-        let pip_step = if resolved.pip.is_empty() {
-            None
-        } else {
-            Some(PipStep {
-                uv: uv.get()?,
-                target: PipTarget::new(&resolved.records, &plan.target)?
-                    .allowing_sdist(plan.pip.allow_sdist)?,
-            })
-        };
-        let env_key = crate::env_key::environment_key(plan, &resolved);
-        let env_cache = EnvironmentCache::new(self.cache.environments());
-        let mut pip_time = Duration::ZERO;
-        let (environment, origin) = match env_cache.get(env_key.as_str(), &write_options, &store) {
-            Some(hit) => {
-                tracing::info!(
-                    "environment unchanged since an earlier build: its {} layers reused, nothing installed or written",
-                    hit.layers.len()
-                );
-                (hit, EnvironmentOrigin::Cached)
-            }
-            None => {
-                let layer_bytes = write_options.progress.clone().expect("set above");
-                self.observer.stage(
-                    Stage::Installing,
-                    &[
-                        ByteCounter::downloads("downloading", &downloads),
-                        ByteCounter::downloads("downloading wheels", &wheel_downloads),
-                        ByteCounter::transfer("writing layers", &layer_bytes),
-                    ],
-                );
-                let installed = build_environment(
-                    &ctx,
-                    plan,
-                    &resolved,
-                    pip_step.as_ref(),
-                    &wheel_downloads,
-                    &write_options,
-                    &store,
-                )
-                .await?;
-                pip_time = installed.pip_time;
-                env_cache.put(env_key.as_str(), &installed.environment);
-                (
-                    installed.environment,
-                    EnvironmentOrigin::Installed {
-                        staging: installed.update,
-                    },
-                )
-            }
-        };
-        let downloads = Downloads {
-            packages: downloads.packages.load(Ordering::Relaxed),
-            package_bytes: downloads.done.load(Ordering::Relaxed),
-            wheels: wheel_downloads.packages.load(Ordering::Relaxed),
-            wheel_bytes: wheel_downloads.done.load(Ordering::Relaxed),
-        };
+        let (environment, origin, pip_time) =
+            self.environment(&run, plan, &resolved, &mut uv).await?;
+        let downloads = run.downloads();
         log_downloads(&downloads);
         stages.mark_excluding("environment", &[("pip", pip_time)]);
 
         self.observer.stage(Stage::WritingImage, &[]);
-        let sbom = sbom_layer::render(plan, &resolved, &environment, base.as_ref());
-        let mut layers = environment.layers;
-        layers.push(sbom_layer::write_sbom_layer(
-            &self.cache.staging(),
-            &sbom,
-            plan.sbom_format,
-            &write_options,
-            &store,
-        )?);
-        if let Some(path) = &outputs.sbom_file {
-            layout::write_atomically(path, &sbom).map_err(|source| PipelineError::WriteSbom {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        if let Some(base) = base.as_ref().filter(|b| b.origin.is_none()) {
-            base.import_into(&store)?;
-        }
-        let mut runtime = plan.runtime.clone();
-        runtime.path_prepend = environment.path_prepend;
-        // LANG first: the environment's activation and then the user's settings win over it.
-        let mut env: Vec<(String, String)> = vec![("LANG".into(), "C.UTF-8".into())];
-        env.extend(environment.env);
-        env.extend(std::mem::take(&mut runtime.env));
-        runtime.env = env;
-        let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();
-        let built = image::assemble(
-            &store,
-            base.as_ref(),
-            &blobs,
-            &runtime,
-            &image_platform,
-            plan.mtime as i64,
-        )?;
+        let (built, layers, sbom) =
+            self.image(&run, plan, outputs, &resolved, environment, base.as_ref())?;
         stages.mark("sbom+config");
-
-        if let Some(out) = &outputs.layout {
-            layout::write_layout(out, &store, &built, &outputs.tags).map_err(|source| {
-                PipelineError::WriteLayout {
-                    path: out.clone(),
-                    source,
-                }
-            })?;
-        }
-        if let Some(path) = &outputs.archive {
-            archive::write_archive(path, &store, &built, &outputs.tags).map_err(|source| {
-                PipelineError::WriteArchive {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-        }
+        write_outputs(&run.store, &built, outputs)?;
         stages.mark("write");
 
         let mut pushes = Vec::new();
@@ -276,7 +158,7 @@ impl Builder {
                 &[ByteCounter::transfer("pushing", &uploads)],
             );
             pushes = push_all(
-                &store,
+                &run.store,
                 &built.manifest_digest,
                 &outputs.push,
                 base.as_ref(),
@@ -312,6 +194,110 @@ impl Builder {
             stages: stages.into_vec(),
             elapsed: started.elapsed(),
         })
+    }
+
+    /// The environment's layers and activation: from the environment cache, or installed and
+    /// written. Returns them, where they came from, and the time the pip step added.
+    async fn environment(
+        &self,
+        run: &Run,
+        plan: &BuildPlan,
+        resolved: &Resolved,
+        uv: &mut UvFinder<'_>,
+    ) -> Result<(BuiltEnvironment, EnvironmentOrigin, Duration), PipelineError> {
+        let env_key = crate::env_key::environment_key(plan, resolved);
+        let env_cache = EnvironmentCache::new(self.cache.environments());
+        if let Some(hit) = env_cache.get(env_key.as_str(), &run.write, &run.store) {
+            tracing::info!(
+                "environment unchanged since an earlier build: its {} layers reused, nothing installed or written",
+                hit.layers.len()
+            );
+            return Ok((hit, EnvironmentOrigin::Cached, Duration::ZERO));
+        }
+        let pip_step = if resolved.pip.is_empty() {
+            None
+        } else {
+            Some(PipStep {
+                uv: uv.get()?,
+                target: PipTarget::new(&resolved.records, &plan.target)?
+                    .allowing_sdist(plan.pip.allow_sdist)?,
+            })
+        };
+        let layer_bytes = run.write.progress.clone().expect("set in Run::new");
+        self.observer.stage(
+            Stage::Installing,
+            &[
+                ByteCounter::downloads("downloading", &run.package_downloads),
+                ByteCounter::downloads("downloading wheels", &run.wheel_downloads),
+                ByteCounter::transfer("writing layers", &layer_bytes),
+            ],
+        );
+        let installed = build_environment(
+            &run.ctx,
+            plan,
+            resolved,
+            pip_step.as_ref(),
+            &run.wheel_downloads,
+            &run.write,
+            &run.store,
+        )
+        .await?;
+        env_cache.put(env_key.as_str(), &installed.environment);
+        Ok((
+            installed.environment,
+            EnvironmentOrigin::Installed {
+                staging: installed.update,
+            },
+            installed.pip_time,
+        ))
+    }
+
+    /// The image: the environment's layers, the SBOM layer, the base's, config and manifest.
+    /// Returns it, its own layers, and the SBOM document.
+    fn image(
+        &self,
+        run: &Run,
+        plan: &BuildPlan,
+        outputs: &Outputs,
+        resolved: &Resolved,
+        environment: BuiltEnvironment,
+        base: Option<&BaseImage>,
+    ) -> Result<(BuiltImage, Vec<WrittenLayer>, Vec<u8>), PipelineError> {
+        let sbom = sbom_layer::render(plan, resolved, &environment, base);
+        let mut layers = environment.layers;
+        layers.push(sbom_layer::write_sbom_layer(
+            &self.cache.staging(),
+            &sbom,
+            plan.sbom_format,
+            &run.write,
+            &run.store,
+        )?);
+        if let Some(path) = &outputs.sbom_file {
+            layout::write_atomically(path, &sbom).map_err(|source| PipelineError::WriteSbom {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        if let Some(base) = base.filter(|b| b.origin.is_none()) {
+            base.import_into(&run.store)?;
+        }
+        let mut runtime = plan.runtime.clone();
+        runtime.path_prepend = environment.path_prepend;
+        // LANG first: the environment's activation and then the user's settings win over it.
+        let mut env: Vec<(String, String)> = vec![("LANG".into(), "C.UTF-8".into())];
+        env.extend(environment.env);
+        env.extend(std::mem::take(&mut runtime.env));
+        runtime.env = env;
+        let blobs: Vec<_> = layers.iter().map(|l| l.blob.clone()).collect();
+        let built = image::assemble(
+            &run.store,
+            base,
+            &blobs,
+            &runtime,
+            &run.platform,
+            plan.mtime as i64,
+        )?;
+        Ok((built, layers, sbom))
     }
 
     /// The base image, read from its layout or pulled (its layers only when they are needed
@@ -380,6 +366,92 @@ pub fn open_cache(dir: &Path) -> Result<(CacheDir, CacheRun), PipelineError> {
     Ok((CacheDir::new(root), run))
 }
 
+/// What one build shares between its stages.
+struct Run {
+    ctx: Context,
+    package_downloads: Arc<DownloadProgress>,
+    wheel_downloads: Arc<DownloadProgress>,
+    store: BlobStore,
+    platform: ImagePlatform,
+    write: WriteOptions,
+}
+
+impl Run {
+    fn new(builder: &Builder, plan: &BuildPlan) -> Result<Self, PipelineError> {
+        let mut ctx = builder.context(plan.max_package_size)?;
+        let package_downloads = Arc::new(DownloadProgress::default());
+        ctx.download_progress = Some(package_downloads.clone());
+        Ok(Self {
+            ctx,
+            package_downloads,
+            wheel_downloads: Arc::new(DownloadProgress::default()),
+            store: BlobStore::new(builder.cache.root()),
+            platform: oci_platform(plan.target.platform),
+            write: WriteOptions {
+                prefix: plan.prefix.to_string(),
+                compression: plan.compression,
+                mtime: plan.mtime,
+                layer_cache: Some(builder.cache.layers()),
+                progress: Some(Default::default()),
+            },
+        })
+    }
+
+    fn downloads(&self) -> Downloads {
+        let (p, w) = (&self.package_downloads, &self.wheel_downloads);
+        Downloads {
+            packages: p.packages.load(Ordering::Relaxed),
+            package_bytes: p.done.load(Ordering::Relaxed),
+            wheels: w.packages.load(Ordering::Relaxed),
+            wheel_bytes: w.done.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A base of `scratch` under packages that need glibc: the image will not run.
+fn scratch_warning(resolved: &Resolved) -> Option<String> {
+    let needy = solve::packages_needing_glibc(&resolved.records);
+    if needy.is_empty() {
+        return None;
+    }
+    let warning = format!(
+        "base is 'scratch' but {} glibc ({}); the image will not run without a glibc base",
+        if needy.len() == 1 {
+            "this package needs"
+        } else {
+            "these packages need"
+        },
+        needy.join(", ")
+    );
+    tracing::warn!("{warning} (--base oci:DIR[:TAG])");
+    Some(warning)
+}
+
+/// Writes the image to the layout and archive `outputs` name.
+fn write_outputs(
+    store: &BlobStore,
+    built: &BuiltImage,
+    outputs: &Outputs,
+) -> Result<(), PipelineError> {
+    if let Some(out) = &outputs.layout {
+        layout::write_layout(out, store, built, &outputs.tags).map_err(|source| {
+            PipelineError::WriteLayout {
+                path: out.clone(),
+                source,
+            }
+        })?;
+    }
+    if let Some(path) = &outputs.archive {
+        archive::write_archive(path, store, built, &outputs.tags).map_err(|source| {
+            PipelineError::WriteArchive {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
 /// Refuses outputs that cannot be written, before any work.
 fn check_outputs(outputs: &Outputs) -> Result<(), PipelineError> {
     if outputs.is_empty() {
@@ -392,11 +464,6 @@ fn check_outputs(outputs: &Outputs) -> Result<(), PipelineError> {
         layout::check_output_dir(out)?;
     }
     Ok(())
-}
-
-/// The OCI platform of the plan's target.
-fn image_platform(plan: &BuildPlan) -> ImagePlatform {
-    oci_platform(plan.target.platform)
 }
 
 /// The OCI platform (`os`, `architecture`, `variant`) of a conda target platform.

@@ -11,9 +11,10 @@ use imgbuild_builder::install::{self, RootUpdate};
 use imgbuild_builder::pip::{self, PipTarget, Uv};
 use imgbuild_builder::wheel_fetch::WheelCache;
 use imgbuild_builder::Context;
+use imgbuild_builder::StagingRoot;
 use imgbuild_layer::{
     collect_owners, plan_layers, write_layers_with, BuiltEnvironment, EarlyLayers, LayerOrigin,
-    WriteOptions,
+    StartedLayers, WriteOptions, WrittenLayer,
 };
 use imgbuild_oci::BlobStore;
 
@@ -104,34 +105,70 @@ pub(crate) async fn build_environment(
     )?;
     let prewritten = early.finish();
     tracing::info!("installed into staging root in {:.1?}", t.elapsed());
-    let mut pip_time = Duration::ZERO;
-    let mut pip_licenses = BTreeMap::new();
-    if let Some(step) = pip_step {
-        let t = Instant::now();
-        let installed = tokio::task::block_in_place(|| {
-            pip::install(
-                &step.uv,
-                &resolved.pip,
-                &wheel_files,
-                &step.target,
-                staging.path(),
-                plan.prefix.as_str(),
-                plan.pip.compile,
-            )
-        })?;
-        pip_licenses = installed
-            .into_iter()
-            .filter_map(|p| Some((p.name, p.license?)))
-            .collect();
-        // The wheels downloaded beside the conda install; only the wait for them counts.
-        pip_time = t.elapsed() + fetch_time.saturating_sub(conda_time);
-        tracing::info!(
-            "installed {} pip packages in {:.1?}",
-            resolved.pip.len(),
-            t.elapsed()
-        );
-    }
+    let (pip_licenses, pip_time) = match pip_step {
+        Some(step) => {
+            let (licenses, took) = install_pip(step, plan, resolved, &wheel_files, &staging)?;
+            // The wheels downloaded beside the conda install; only the wait for them counts.
+            (licenses, took + fetch_time.saturating_sub(conda_time))
+        }
+        None => (BTreeMap::new(), Duration::ZERO),
+    };
 
+    let layers = cut_layers(plan, &staging, write_options, store, prewritten).await?;
+    let activation = staging.activation(plan.target.platform, plan.activation)?;
+    Ok(Installed {
+        environment: BuiltEnvironment {
+            layers,
+            path_prepend: activation.path_prepend,
+            env: activation.env,
+            pip_licenses,
+        },
+        update: staging.updated,
+        pip_time,
+    })
+}
+
+/// Installs the wheels into the staging root; returns each distribution's declared license
+/// and the time it took.
+fn install_pip(
+    step: &PipStep,
+    plan: &BuildPlan,
+    resolved: &Resolved,
+    wheel_files: &[std::path::PathBuf],
+    staging: &StagingRoot,
+) -> Result<(BTreeMap<String, String>, Duration), PipelineError> {
+    let t = Instant::now();
+    let installed = tokio::task::block_in_place(|| {
+        pip::install(
+            &step.uv,
+            &resolved.pip,
+            wheel_files,
+            &step.target,
+            staging.path(),
+            plan.prefix.as_str(),
+            plan.pip.compile,
+        )
+    })?;
+    tracing::info!(
+        "installed {} pip packages in {:.1?}",
+        resolved.pip.len(),
+        t.elapsed()
+    );
+    let licenses = installed
+        .into_iter()
+        .filter_map(|p| Some((p.name, p.license?)))
+        .collect();
+    Ok((licenses, t.elapsed()))
+}
+
+/// Plans the staging root's layers and writes them, taking those written early.
+async fn cut_layers(
+    plan: &BuildPlan,
+    staging: &StagingRoot,
+    write_options: &WriteOptions,
+    store: &BlobStore,
+    prewritten: StartedLayers,
+) -> Result<Vec<WrittenLayer>, PipelineError> {
     let t = Instant::now();
     let owners = collect_owners(staging.path())?;
     let layer_plan = plan_layers(&owners, &plan.layers)?;
@@ -153,15 +190,5 @@ pub(crate) async fn build_environment(
         reused,
         t.elapsed()
     );
-    let activation = staging.activation(plan.target.platform, plan.activation)?;
-    Ok(Installed {
-        environment: BuiltEnvironment {
-            layers,
-            path_prepend: activation.path_prepend,
-            env: activation.env,
-            pip_licenses,
-        },
-        update: staging.updated,
-        pip_time,
-    })
+    Ok(layers)
 }

@@ -30,21 +30,8 @@ pub struct BuildSettings {
 
 /// Reads `args` (and the spec they name) into settings. Reads files, never the network.
 pub fn build_settings(args: &BuildArgs, source_date_epoch: Option<&str>) -> Result<BuildSettings> {
-    if args.output.is_none() && args.archive.is_none() && !args.push {
-        bail!("nothing to write: give --output DIR (an OCI image layout), --archive FILE (an OCI archive) and/or --push");
-    }
-    let push = if args.push {
-        push_targets(&args.tags)?
-    } else {
-        Vec::new()
-    };
-    for tag in &args.tags {
-        imgbuild_oci::layout::check_tag(tag)?;
-    }
+    let outputs = outputs(args)?;
     let registry = client_options(&args.registry)?;
-    if let Some(out) = &args.output {
-        imgbuild_oci::layout::check_output_dir(out)?;
-    }
     let spec = args.spec.as_deref().map(EnvSpec::from_path).transpose()?;
     let image = spec.as_ref().map(|s| s.image.clone()).unwrap_or_default();
     let base_text = args
@@ -105,10 +92,9 @@ pub fn build_settings(args: &BuildArgs, source_date_epoch: Option<&str>) -> Resu
             compile: args.compile,
             allow_sdist: args.allow_sdist,
         },
-        activation: if args.run_activation_scripts {
-            ActivationScripts::Run
-        } else {
-            ActivationScripts::Evaluate
+        activation: match args.run_activation_scripts {
+            true => ActivationScripts::Run,
+            false => ActivationScripts::Evaluate,
         },
         sbom_format: match args.sbom_format {
             SbomFormatArg::Spdx => SbomFormat::Spdx,
@@ -119,15 +105,35 @@ pub fn build_settings(args: &BuildArgs, source_date_epoch: Option<&str>) -> Resu
     };
     Ok(BuildSettings {
         plan,
-        outputs: Outputs {
-            layout: args.output.clone(),
-            archive: args.archive.clone(),
-            tags: args.tags.clone(),
-            push,
-            sbom_file: args.sbom.clone(),
-        },
+        outputs,
         registry,
         base_text,
+    })
+}
+
+/// Where the image goes, checked before any work: something to write, tags a layout can
+/// hold, an output directory that can take an image.
+fn outputs(args: &BuildArgs) -> Result<Outputs> {
+    if args.output.is_none() && args.archive.is_none() && !args.push {
+        bail!("nothing to write: give --output DIR (an OCI image layout), --archive FILE (an OCI archive) and/or --push");
+    }
+    let push = if args.push {
+        push_targets(&args.tags)?
+    } else {
+        Vec::new()
+    };
+    for tag in &args.tags {
+        imgbuild_oci::layout::check_tag(tag)?;
+    }
+    if let Some(out) = &args.output {
+        imgbuild_oci::layout::check_output_dir(out)?;
+    }
+    Ok(Outputs {
+        layout: args.output.clone(),
+        archive: args.archive.clone(),
+        tags: args.tags.clone(),
+        push,
+        sbom_file: args.sbom.clone(),
     })
 }
 

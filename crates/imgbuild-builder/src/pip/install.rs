@@ -48,7 +48,7 @@ pub fn metadata_license(metadata: &str) -> Option<String> {
 /// uv unpacks each wheel once into its cache and hard-links the files from there (the cache and
 /// the staging roots are on one file system, under the cache directory), so a 4.6 GB CUDA
 /// environment is linked, not copied. Nothing in the staging root is written in place
-/// afterwards (see [`write_replacing`]), so the cache's files stay as uv unpacked them.
+/// afterwards (see `write_replacing`), so the cache's files stay as uv unpacked them.
 #[allow(clippy::too_many_arguments)]
 pub fn install(
     uv: &Uv,
