@@ -43,8 +43,14 @@ pub enum BuildError {
     InvalidTarget(#[from] crate::target::TargetError),
     #[error(transparent)]
     CacheDir(#[from] crate::cache_dir::CacheDirError),
-    #[error("could not fetch repodata: {message}\n(check that every channel URL is right and reachable from this machine)")]
-    Repodata { message: String },
+    #[error(
+        "could not fetch repodata (check that every channel URL is right and reachable from \
+         this machine)"
+    )]
+    Repodata {
+        #[source]
+        source: Box<rattler_repodata_gateway::GatewayError>,
+    },
     #[error("cannot solve the environment for {platform}:\n{}", .problems.join("\n"))]
     Unsolvable {
         platform: String,
@@ -76,6 +82,16 @@ pub enum BuildError {
     },
     #[error("could not install the environment: {message}")]
     Install { message: String },
+    #[error("cannot create the HTTP client")]
+    HttpClient {
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("could not link the packages into the staging root")]
+    Link {
+        #[source]
+        source: Box<rattler::install::InstallerError>,
+    },
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
     #[error("{path}: {source}")]

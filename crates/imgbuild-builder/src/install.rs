@@ -240,7 +240,9 @@ pub async fn install(
         .with_requested_specs(requested.to_vec())
         .install(root.path(), records.to_vec())
         .await
-        .map_err(|e| BuildError::Install { message: chain(&e) })?;
+        .map_err(|e| BuildError::Link {
+            source: Box::new(e),
+        })?;
     if let StagingDir::Reused { path, .. } = &root.dir {
         let t = &result.transaction;
         let update = RootUpdate {

@@ -70,7 +70,7 @@ impl Context {
         let client = reqwest::Client::builder()
             .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| BuildError::Target(format!("cannot create HTTP client: {e}")))?;
+            .map_err(|source| BuildError::HttpClient { source })?;
         Ok(Self {
             cache_dir,
             client: reqwest_middleware::ClientBuilder::new(client).build(),

@@ -4,7 +4,7 @@ use rattler_conda_types::{RepoDataRecord, Subdir};
 use rattler_repodata_gateway::Gateway;
 use rattler_solve::{resolvo::Solver, ChannelPriority, SolveError, SolverImpl, SolverTask};
 
-use crate::error::{chain, BuildError};
+use crate::error::BuildError;
 use crate::spec::EnvSpec;
 use crate::target::Target;
 use crate::Context;
@@ -37,7 +37,9 @@ pub async fn solve(
         .recursive(true)
         .execute()
         .await
-        .map_err(|e| BuildError::Repodata { message: chain(&e) })?;
+        .map_err(|e| BuildError::Repodata {
+            source: Box::new(e),
+        })?;
 
     let mut task = SolverTask::from_iter(&output.repodata);
     task.specs = spec.dependencies.clone();
