@@ -31,6 +31,8 @@ pub struct UnsafeArchive {
     pub package: String,
     pub entry: String,
     pub rule: String,
+    /// Set when the rule broken is the size limit: the limit, in bytes.
+    pub size_limit: Option<u64>,
 }
 
 /// What can stop an extraction.
@@ -130,6 +132,7 @@ impl Unpacker<'_> {
             package: self.package.to_string(),
             entry: entry.display().to_string(),
             rule: rule.into(),
+            size_limit: None,
         })
     }
 
@@ -168,14 +171,18 @@ impl Unpacker<'_> {
             }
             self.used = self.used.saturating_add(entry.size());
             if self.used > self.max_bytes {
-                return Err(self.refuse(
+                let mut refused = self.refuse(
                     &raw,
                     format!(
-                        "takes the package past {} expanded (--max-package-size; the largest \
-                         real packages are a few GiB)",
+                        "takes the package past {} expanded (the limit; the largest real \
+                         packages are a few GiB)",
                         human(self.max_bytes)
                     ),
-                ));
+                );
+                if let ExtractError::Refused(r) = &mut refused {
+                    r.size_limit = Some(self.max_bytes);
+                }
+                return Err(refused);
             }
             let target = self.dest.join(&path);
             match kind {

@@ -28,6 +28,12 @@ fn build_hint(e: &BuildError) -> Option<String> {
         BuildError::PrefixTooLong { max_len, .. } => {
             Some(format!("choose a --prefix of at most {max_len} characters"))
         }
+        BuildError::UnsafeArchive(refused) => refused.size_limit.map(|limit| {
+            format!(
+                "if the package really is this large, raise --max-package-size (now {})",
+                imgbuild_pipeline::human_bytes(limit)
+            )
+        }),
         _ => None,
     }
 }
