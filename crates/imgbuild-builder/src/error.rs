@@ -55,6 +55,8 @@ pub enum BuildError {
     Unsolvable {
         platform: String,
         problems: Vec<String>,
+        /// A package needs a GPU driver (`__cuda`) and the target was given none.
+        needs_cuda: bool,
     },
     #[error(transparent)]
     UnsafePackage(#[from] crate::package_check::UnsafeEntry),

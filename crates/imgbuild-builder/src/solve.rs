@@ -47,16 +47,16 @@ pub async fn solve(
     task.channel_priority = ChannelPriority::Strict;
     let result = Solver.solve(task).map_err(|e| match e {
         SolveError::Unsolvable(mut problems) => {
-            if target.cuda.is_none() && problems.iter().any(|p| p.contains("__cuda")) {
+            let needs_cuda = target.cuda.is_none() && problems.iter().any(|p| p.contains("__cuda"));
+            if needs_cuda {
                 problems.push(
-                    "hint: a package needs a GPU driver (__cuda), but the target has none; \
-                     build for a GPU with --cuda VERSION (e.g. --cuda 11.8)"
-                        .to_string(),
+                    "a package needs a GPU driver (__cuda), but the target has none".to_string(),
                 );
             }
             BuildError::Unsolvable {
                 platform: target.platform.to_string(),
                 problems,
+                needs_cuda,
             }
         }
         other => BuildError::Solver(other.to_string()),

@@ -28,6 +28,9 @@ fn build_hint(e: &BuildError) -> Option<String> {
         BuildError::PrefixTooLong { max_len, .. } => {
             Some(format!("choose a --prefix of at most {max_len} characters"))
         }
+        BuildError::Unsolvable {
+            needs_cuda: true, ..
+        } => Some("build for a GPU with --cuda VERSION (e.g. --cuda 11.8)".to_string()),
         BuildError::UnsafeArchive(refused) => refused.size_limit.map(|limit| {
             format!(
                 "if the package really is this large, raise --max-package-size (now {})",
