@@ -2,6 +2,7 @@
 //! problem in their own terms (a library user has no flags); the CLI knows which of its flags
 //! leads out of it and says so on a `hint:` line after the error.
 
+use imgbuild_builder::pip::PipError;
 use imgbuild_builder::BuildError;
 use imgbuild_layer::LayerError;
 use imgbuild_pipeline::PipelineError;
@@ -18,6 +19,12 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
         }
         if let Some(PipelineError::Layer(e)) = cause.downcast_ref::<PipelineError>() {
             return layer_hint(e);
+        }
+        if let Some(PipelineError::Pip(e)) = cause.downcast_ref::<PipelineError>() {
+            return pip_hint(e);
+        }
+        if let Some(e) = cause.downcast_ref::<PipError>() {
+            return pip_hint(e);
         }
         cause.downcast_ref::<LayerError>().and_then(layer_hint)
     })
@@ -37,6 +44,21 @@ fn build_hint(e: &BuildError) -> Option<String> {
                 imgbuild_pipeline::human_bytes(limit)
             )
         }),
+        _ => None,
+    }
+}
+
+fn pip_hint(e: &PipError) -> Option<String> {
+    match e {
+        PipError::UvMissing => Some("or point to it with --uv PATH (or IMGBUILD_UV)".to_string()),
+        PipError::UvUnusable { path, .. } => Some(format!(
+            "check --uv {} (or IMGBUILD_UV): it must be uv's program",
+            path.display()
+        )),
+        PipError::SdistNotAllowed { .. } => Some(
+            "pass --allow-sdist to build it on this machine (for this machine's platform only)"
+                .to_string(),
+        ),
         _ => None,
     }
 }

@@ -26,10 +26,10 @@ pub enum PipError {
     },
     #[error(
         "uv is needed for the pip: section but was not found on PATH; install it with \
-         `pip install uv` (or see https://docs.astral.sh/uv/) or pass --uv PATH"
+         `pip install uv` (or see https://docs.astral.sh/uv/)"
     )]
     UvMissing,
-    #[error("--uv {path}: {message}")]
+    #[error("the uv program {path} cannot be used: {message}")]
     UvUnusable { path: PathBuf, message: String },
     #[error("the pip: section needs Python, but the environment has no python package; add python to dependencies")]
     NoPython,
@@ -45,7 +45,10 @@ pub enum PipError {
          --allow-sdist and use packages that publish {target} wheels"
     )]
     SdistCrossPlatform { target: String, host: String },
-    #[error("{name} {version} is a source distribution ({url}); building it needs --allow-sdist")]
+    #[error(
+        "{name} {version} is a source distribution ({url}), and only wheels are installed \
+         unless source builds are allowed"
+    )]
     SdistNotAllowed {
         name: String,
         version: String,
