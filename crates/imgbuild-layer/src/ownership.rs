@@ -48,8 +48,31 @@ pub struct Owner {
     pub size: u64,
 }
 
+/// Owner labels, as layers, the layer cache, the environment cache and reports carry them:
+/// `NAME-VERSION-BUILD` for a conda package, `pip:NAME-VERSION` for a pip distribution,
+/// `environment`, and `sbom` for the SBOM's own layer. Written by [`Owner::label`] (and the
+/// pipeline's SBOM layer), read by [`crate::plan::PlannedLayer::kind`].
+pub mod label {
+    /// The environment: `conda-meta` and files no package owns.
+    pub const ENVIRONMENT: &str = "environment";
+    /// The layer that holds only the SBOM.
+    pub const SBOM: &str = "sbom";
+    /// What a pip distribution's label starts with.
+    pub const PIP_PREFIX: &str = "pip:";
+
+    /// `pip:NAME-VERSION`.
+    pub fn pip(name: &str, version: &str) -> String {
+        format!("{PIP_PREFIX}{name}-{version}")
+    }
+
+    /// `NAME-VERSION` of a pip label, or `None` for any other.
+    pub fn as_pip(label: &str) -> Option<&str> {
+        label.strip_prefix(PIP_PREFIX)
+    }
+}
+
 impl Owner {
-    /// A short label: `name-version-build` or `environment`.
+    /// A short label (see [`label`]).
     pub fn label(&self) -> String {
         match &self.kind {
             OwnerKind::Conda {
@@ -58,8 +81,8 @@ impl Owner {
                 build,
                 ..
             } => format!("{name}-{version}-{build}"),
-            OwnerKind::Pip { name, version, .. } => format!("pip:{name}-{version}"),
-            OwnerKind::Environment => "environment".to_string(),
+            OwnerKind::Pip { name, version, .. } => label::pip(name, version),
+            OwnerKind::Environment => label::ENVIRONMENT.to_string(),
         }
     }
 

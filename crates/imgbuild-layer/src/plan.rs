@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 use imgbuild_oci::inspect::LayerKind;
 
-use crate::ownership::{Owner, OwnerKind};
+use crate::ownership::{label, Owner, OwnerKind};
 use crate::LayerError;
 
 /// How many groups small pip packages are spread over (fewer under a tight budget): a pip
@@ -99,17 +99,17 @@ impl PlannedLayer {
 
     /// What the layer holds, by its owners' labels (see [`crate::Owner::label`]).
     pub fn kind(&self) -> LayerKind {
-        if !self.owners.is_empty() && self.owners.iter().all(|o| o.starts_with("pip:")) {
-            LayerKind::Pip {
-                packages: self
-                    .owners
-                    .iter()
-                    .map(|o| o.trim_start_matches("pip:").to_string())
-                    .collect(),
-            }
-        } else if self.owners == ["environment"] {
+        let pip: Option<Vec<String>> = self
+            .owners
+            .iter()
+            .map(|o| label::as_pip(o).map(str::to_string))
+            .collect();
+        if let Some(packages) = pip.filter(|p| !p.is_empty()) {
+            return LayerKind::Pip { packages };
+        }
+        if self.owners == [label::ENVIRONMENT] {
             LayerKind::Environment
-        } else if self.owners == ["sbom"] {
+        } else if self.owners == [label::SBOM] {
             LayerKind::Sbom {
                 files: self.paths.iter().map(|p| p.display().to_string()).collect(),
             }
