@@ -78,15 +78,19 @@ pub enum PipError {
     },
     #[error("installing pip packages failed:\n{message}")]
     Install { message: String },
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl PipError {
-    pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> Self {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         PipError::Io {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            source,
         }
     }
 }

@@ -151,11 +151,11 @@ fn write_stub_wheel(dir: &Path, name: &str, version: &str) -> Result<(), PipErro
     ];
     for (entry, text) in files {
         zip.start_file(entry, SimpleFileOptions::default())
-            .map_err(|e| PipError::io(&path, e))?;
+            .map_err(|e| PipError::io(&path, e.into()))?;
         zip.write_all(text.as_bytes())
             .map_err(|e| PipError::io(&path, e))?;
     }
-    zip.finish().map_err(|e| PipError::io(&path, e))?;
+    zip.finish().map_err(|e| PipError::io(&path, e.into()))?;
     Ok(())
 }
 
