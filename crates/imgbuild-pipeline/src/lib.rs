@@ -43,8 +43,7 @@ pub use env_key::{environment_key, EnvironmentKey};
 pub use error::{BaseError, PipelineError};
 pub use observer::{ByteCounter, Observer, Silent, Stage};
 pub use plan::{
-    BadBase, BaseSource, BuildPlan, Outputs, PipOptions, RegistryOptions, Source, DEFAULT_BASE,
-    DEFAULT_PREFIX,
+    BadBase, BaseSource, BuildPlan, Outputs, PipOptions, Source, DEFAULT_BASE, DEFAULT_PREFIX,
 };
 pub use push::{client_for, push_all, Attachment};
 pub use report::{Attached, BuildReport, Downloads, EnvironmentOrigin, LayerReport, PushReport};

@@ -8,7 +8,7 @@ use imgbuild_builder::activation::ActivationScripts;
 use imgbuild_builder::sbom::SbomFormat;
 use imgbuild_builder::{EnvSpec, InstallPrefix, Target};
 use imgbuild_layer::PlanOptions;
-use imgbuild_oci::registry::{ClientOptions, Reference};
+use imgbuild_oci::registry::Reference;
 use imgbuild_oci::{Compression, RuntimeConfig};
 
 /// The base a build starts from when nothing names one.
@@ -162,6 +162,3 @@ impl Outputs {
         self.layout.is_none() && self.archive.is_none() && self.push.is_empty()
     }
 }
-
-/// How the build reaches registries (the base's and the pushes').
-pub type RegistryOptions = ClientOptions;
