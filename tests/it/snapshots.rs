@@ -100,7 +100,14 @@ fn errors_say_what_where_and_what_to_do() {
     let spec = spec.to_str().unwrap();
     let out = ctx.path("img");
     let out = out.to_str().unwrap();
+    let file = ctx.path("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let file = file.to_str().unwrap();
     let cases: &[(&str, &[&str])] = &[
+        (
+            "cache-dir-is-a-file",
+            &["--spec", spec, "--output", out, "--cache-dir", file],
+        ),
         ("nothing-to-write", &["--spec", spec]),
         (
             "bad-tag",

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// The cache directory could not be opened or locked.
 #[derive(Debug, thiserror::Error)]
-#[error("cache directory {path}: {source}")]
+#[error("cannot use {path} as the cache directory: {source}")]
 pub struct CacheDirError {
     pub path: PathBuf,
     #[source]

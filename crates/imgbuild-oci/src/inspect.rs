@@ -74,7 +74,9 @@ pub fn layer_infos(image: &BaseImage) -> Vec<LayerInfo> {
         .filter_map(|(i, d)| {
             let digest = Digest::try_from(d.digest()).ok()?;
             let created_by = history.get(i).cloned().flatten();
-            let kind = created_by.as_deref().map_or(LayerKind::Base, kind_of);
+            let kind = created_by
+                .as_deref()
+                .map_or(LayerKind::Base, LayerKind::from_created_by);
             Some(LayerInfo {
                 digest,
                 size: d.size(),
@@ -123,10 +125,6 @@ impl LayerKind {
     }
 }
 
-fn kind_of(created_by: &str) -> LayerKind {
-    LayerKind::from_created_by(created_by)
-}
-
 /// Seconds to download `bytes` at `bits_per_second`, ignoring latency and decompression.
 pub fn transfer_seconds(bytes: u64, bits_per_second: f64) -> f64 {
     bytes as f64 * 8.0 / bits_per_second
@@ -139,17 +137,19 @@ mod tests {
     #[test]
     fn kinds_from_history() {
         assert_eq!(
-            kind_of("imgbuild: conda packages zlib-1.3-h0_0 xz-5.4-h0_0"),
+            LayerKind::from_created_by("imgbuild: conda packages zlib-1.3-h0_0 xz-5.4-h0_0"),
             LayerKind::Conda {
                 packages: vec!["zlib-1.3-h0_0".into(), "xz-5.4-h0_0".into()]
             }
         );
         assert_eq!(
-            kind_of("imgbuild: environment (conda-meta and files no package owns)"),
+            LayerKind::from_created_by(
+                "imgbuild: environment (conda-meta and files no package owns)"
+            ),
             LayerKind::Environment
         );
         assert_eq!(
-            kind_of("/bin/sh -c apt-get install -y curl"),
+            LayerKind::from_created_by("/bin/sh -c apt-get install -y curl"),
             LayerKind::Base
         );
         assert!((transfer_seconds(100_000_000, 1e8) - 8.0).abs() < 1e-9);

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imgbuild_builder::cache_dir::{CacheDir, CacheRun, Sweep};
+use imgbuild_builder::cache_dir::{CacheDir, CacheDirError, CacheRun, Sweep};
 use imgbuild_builder::download_progress::DownloadProgress;
 use imgbuild_builder::pip::PipTarget;
 use imgbuild_builder::{solve, Context, EnvSpec, Target};
@@ -347,7 +347,7 @@ impl Builder {
 /// a user of it for as long as the returned [`CacheRun`] lives; if no other process is using
 /// the cache, what interrupted builds left in it is removed first.
 pub fn open_cache(dir: &Path) -> Result<(CacheDir, CacheRun), PipelineError> {
-    let io = |source| PipelineError::Io {
+    let io = |source| CacheDirError {
         path: dir.to_path_buf(),
         source,
     };

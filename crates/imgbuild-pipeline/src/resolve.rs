@@ -95,7 +95,7 @@ pub(crate) async fn resolve(
         Source::Spec { spec, write_lock } => {
             let resolved = solve_spec(ctx, spec, target, pip_options, uv).await?;
             if let Some(path) = write_lock {
-                write_lock_file(path, spec, std::slice::from_ref(&resolved), target)?;
+                write_lock_for(path, spec, std::iter::once((&resolved, target)))?;
                 tracing::info!("wrote {}", path.display());
             }
             Ok(resolved)
@@ -148,18 +148,8 @@ pub(crate) async fn solve_spec(
     })
 }
 
-/// Writes the lock file of `spec` solved as `solved` (one per platform, each for the target
-/// `target_of` gives).
-pub(crate) fn write_lock_file(
-    path: &std::path::Path,
-    spec: &EnvSpec,
-    solved: &[Resolved],
-    target: &Target,
-) -> Result<(), PipelineError> {
-    write_lock_for(path, spec, solved.iter().map(|r| (r, target)))
-}
-
-/// [`write_lock_file`] with a target per platform.
+/// Writes the lock file of `spec` at `path`: one platform per solve, each with the virtual
+/// packages of the target it was solved for.
 pub(crate) fn write_lock_for<'a>(
     path: &std::path::Path,
     spec: &EnvSpec,

@@ -9,25 +9,22 @@ use imgbuild_pipeline::PipelineError;
 
 /// The hint for `err`, if one of its causes has one.
 pub fn hint(err: &anyhow::Error) -> Option<String> {
-    err.chain().find_map(|cause| {
-        let cause: &(dyn std::error::Error + 'static) = cause;
-        if let Some(PipelineError::Build(e)) = cause.downcast_ref::<PipelineError>() {
-            return build_hint(e);
-        }
-        if let Some(e) = cause.downcast_ref::<BuildError>() {
-            return build_hint(e);
-        }
-        if let Some(PipelineError::Layer(e)) = cause.downcast_ref::<PipelineError>() {
-            return layer_hint(e);
-        }
-        if let Some(PipelineError::Pip(e)) = cause.downcast_ref::<PipelineError>() {
-            return pip_hint(e);
-        }
-        if let Some(e) = cause.downcast_ref::<PipError>() {
-            return pip_hint(e);
-        }
-        cause.downcast_ref::<LayerError>().and_then(layer_hint)
-    })
+    // Through the pipeline its errors are transparent wrappers, so the chain shows the
+    // wrapper, not the library error inside it.
+    err.chain()
+        .find_map(|cause| match cause.downcast_ref::<PipelineError>() {
+            Some(PipelineError::Build(e)) => build_hint(e),
+            Some(PipelineError::Layer(e)) => layer_hint(e),
+            Some(PipelineError::Pip(e)) => pip_hint(e),
+            Some(PipelineError::CacheDir(_)) => Some(
+                "pass --cache-dir (or set IMGBUILD_CACHE_DIR) to a directory you can write"
+                    .to_string(),
+            ),
+            Some(_) => None,
+            None => (cause.downcast_ref::<BuildError>().and_then(build_hint))
+                .or_else(|| cause.downcast_ref::<LayerError>().and_then(layer_hint))
+                .or_else(|| cause.downcast_ref::<PipError>().and_then(pip_hint)),
+        })
 }
 
 fn build_hint(e: &BuildError) -> Option<String> {

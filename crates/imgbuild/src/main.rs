@@ -114,20 +114,18 @@ fn tune_allocator() {
     }
 }
 
-/// `--cache-dir`, or the user's cache directory (`~/.cache/imgbuild`), created and absolute.
+/// `--cache-dir`, or the user's cache directory (`~/.cache/imgbuild`). The pipeline's
+/// `open_cache` creates it and makes it absolute.
 pub(crate) fn resolve_cache_dir(
     flag: Option<&std::path::Path>,
 ) -> anyhow::Result<std::path::PathBuf> {
     use anyhow::Context as _;
-    let dir = match flag {
-        Some(dir) => dir.to_path_buf(),
-        None => dirs::cache_dir()
+    match flag {
+        Some(dir) => Ok(dir.to_path_buf()),
+        None => Ok(dirs::cache_dir()
             .context("cannot determine a cache directory; pass --cache-dir")?
-            .join("imgbuild"),
-    };
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
-    Ok(std::fs::canonicalize(&dir)?)
+            .join("imgbuild")),
+    }
 }
 
 /// The error and its causes joined by ": ", skipping a cause whose text the message already
