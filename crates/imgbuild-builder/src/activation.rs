@@ -19,8 +19,8 @@ use rattler_shell::activation::{ActivationVariables, Activator, PathModification
 use rattler_shell::shell::Bash;
 
 use crate::error::BuildError;
-use crate::prefix::InstallPrefix;
 use crate::target::TargetPlatform;
+use imgbuild_fs::InstallPrefix;
 
 /// What activation adds to the image config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -20,14 +20,25 @@ pub(crate) const ATTEMPTS: u32 = 3;
 #[derive(Debug)]
 pub(crate) enum DownloadError {
     /// Worth another attempt: the connection broke, the server is overloaded.
-    Transient(String),
+    Transient(DownloadFailure),
     /// Will not change by asking again: 404, 403.
-    Final(String),
+    Final(DownloadFailure),
     /// Writing the file failed here.
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// What went wrong on the wire, with the HTTP client's error as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadFailure {
+    #[error("the request failed")]
+    Request(#[source] reqwest_middleware::Error),
+    #[error("reading the response failed")]
+    Body(#[source] reqwest::Error),
+    #[error("the server answered {0}")]
+    Status(reqwest::StatusCode),
 }
 
 /// A finished download: its temporary file (removed when dropped unless persisted) and the
@@ -46,8 +57,11 @@ where
     let mut n = 1;
     loop {
         match attempt().await {
-            Err(DownloadError::Transient(message)) if n < ATTEMPTS => {
-                tracing::warn!("downloading {url} failed ({message}); trying again");
+            Err(DownloadError::Transient(failure)) if n < ATTEMPTS => {
+                tracing::warn!(
+                    error = &failure as &dyn std::error::Error,
+                    "downloading {url} failed; trying again"
+                );
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(n))).await;
                 n += 1;
             }
@@ -71,14 +85,14 @@ pub(crate) async fn download(
         .get(url)
         .send()
         .await
-        .map_err(|e| DownloadError::Transient(crate::error::chain(&e)))?;
+        .map_err(|e| DownloadError::Transient(DownloadFailure::Request(e)))?;
     let status = response.status();
     if !status.is_success() {
-        let message = format!("the server answered {status}");
+        let failure = DownloadFailure::Status(status);
         return Err(if status.is_server_error() || status.as_u16() == 429 {
-            DownloadError::Transient(message)
+            DownloadError::Transient(failure)
         } else {
-            DownloadError::Final(message)
+            DownloadError::Final(failure)
         });
     }
     let length = response.content_length().unwrap_or(0);
@@ -98,7 +112,7 @@ pub(crate) async fn download(
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| DownloadError::Transient(crate::error::chain(&e)))?
+            .map_err(|e| DownloadError::Transient(DownloadFailure::Body(e)))?
         {
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(io)?;

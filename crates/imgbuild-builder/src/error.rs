@@ -37,8 +37,8 @@ pub enum SpecError {
 pub enum BuildError {
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("invalid target: {0}")]
-    Target(String),
+    #[error(transparent)]
+    Prefix(#[from] imgbuild_fs::PrefixError),
     #[error(transparent)]
     InvalidTarget(#[from] crate::target::TargetError),
     #[error(transparent)]
@@ -62,13 +62,14 @@ pub enum BuildError {
     UnsafePackage(#[from] crate::package_check::UnsafeEntry),
     #[error(transparent)]
     UnsafeArchive(#[from] crate::extract::UnsafeArchive),
-    #[error("solver failed: {0}")]
-    Solver(String),
-    #[error("could not download or extract {package} from {url}: {message}")]
+    #[error("the solver failed")]
+    Solver(#[source] Box<rattler_solve::SolveError>),
+    #[error("could not download or extract {package} from {url}")]
     Fetch {
         package: String,
         url: String,
-        message: String,
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
     },
     #[error(
         "prefix '{prefix}' ({prefix_len} characters) is too long for {package}: its file '{file}' \
@@ -81,6 +82,12 @@ pub enum BuildError {
         package: String,
         file: String,
         max_len: usize,
+    },
+    #[error("cannot lock the package cache in {path}")]
+    CacheLock {
+        path: PathBuf,
+        #[source]
+        source: rattler_cache::package_cache::PackageCacheError,
     },
     #[error("could not install the environment: {message}")]
     Install { message: String },
@@ -111,18 +118,4 @@ impl BuildError {
             source,
         }
     }
-}
-
-/// Every message in an error's source chain, joined: rattler nests the useful part deep.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }

@@ -46,6 +46,9 @@ pub(crate) enum ExtractError {
     /// The archive cannot be read (truncated, not a zip, bad compression).
     #[error("the archive is corrupt: {0}")]
     Corrupt(String),
+    /// The extracted files do not make a conda package (rattler's cache validation).
+    #[error("not a conda package")]
+    NotAPackage(#[source] rattler_cache::validation::PackageValidationError),
     /// Writing the extracted files failed (the path is where).
     #[error("{path}: {source}")]
     Io {

@@ -16,11 +16,11 @@ use rattler_conda_types::package::{FileMode, PathsJson};
 use rattler_conda_types::{MatchSpec, PrefixRecord, RepoDataRecord};
 use tempfile::TempDir;
 
-use crate::error::{chain, BuildError};
+use crate::error::BuildError;
 use crate::normalize::normalize_staging_root;
-use crate::prefix::InstallPrefix;
 use crate::target::TargetPlatform;
 use crate::Context;
+use imgbuild_fs::InstallPrefix;
 
 /// An installed environment, ready to be cut into layers: a temporary directory (removed when
 /// this value is dropped), or the reusable staging root of its prefix and platform (kept, and
@@ -150,12 +150,9 @@ pub async fn install(
     let cache_lock = cache
         .acquire_global_lock()
         .await
-        .map_err(|e| BuildError::Install {
-            message: format!(
-                "cannot lock the package cache in {}: {}",
-                ctx.cache().packages().display(),
-                chain(&e)
-            ),
+        .map_err(|source| BuildError::CacheLock {
+            path: ctx.cache().packages(),
+            source,
         })?;
     let fetched = try_join_all(records.iter().map(|r| fetch(ctx, &cache, r))).await?;
     let mut installed_sizes = HashMap::new();
@@ -278,10 +275,10 @@ async fn fetch(
     cache: &PackageCache,
     record: &RepoDataRecord,
 ) -> Result<CacheMetadata, BuildError> {
-    let fetch_error = |message: String| BuildError::Fetch {
+    let fetch_error = |source: Arc<dyn std::error::Error + Send + Sync>| BuildError::Fetch {
         package: record.identifier.to_string(),
         url: record.url.to_string(),
-        message,
+        source,
     };
     let job = Arc::new(FetchJob {
         url: record.url.clone(),
@@ -304,40 +301,41 @@ async fn fetch(
         .await;
     result.map_err(|e| {
         use rattler_cache::package_cache::{PackageCacheError, PackageCacheLayerError};
-        let failure = match &e {
+        let inner = match &e {
             PackageCacheError::LayerError(layer) => match layer.downcast_ref() {
-                Some(PackageCacheLayerError::FetchError(inner)) => {
-                    inner.downcast_ref::<FetchFailure>()
-                }
+                Some(PackageCacheLayerError::FetchError(inner)) => Some(inner.clone()),
                 _ => None,
             },
             _ => None,
         };
-        if let Some(failure) = failure {
-            if !matches!(failure, FetchFailure::Download(_) | FetchFailure::Io { .. }) {
-                // Refused or not what was promised: leave no trace of it in the package cache
-                // (rattler's cache removed the extraction; its metadata file stays otherwise).
-                let entry = ctx.cache().packages().join(label(record));
-                let mut lock = entry.into_os_string();
-                lock.push(".lock");
-                let _ = std::fs::remove_file(lock);
-            }
-            return match failure {
-                FetchFailure::Extract(crate::extract::ExtractError::Refused(r)) => {
-                    BuildError::UnsafeArchive(r.clone())
-                }
-                FetchFailure::Extract(crate::extract::ExtractError::Listed(r)) => {
-                    BuildError::UnsafePackage(r.clone())
-                }
-                FetchFailure::Extract(crate::extract::ExtractError::Io { path, source })
-                | FetchFailure::Io { path, source } => BuildError::Io {
-                    path: path.clone(),
-                    source: std::io::Error::new(source.kind(), source.to_string()),
-                },
-                other => fetch_error(other.to_string()),
-            };
+        let Some(inner) = inner else {
+            return fetch_error(Arc::new(e));
+        };
+        let Some(failure) = inner.downcast_ref::<FetchFailure>() else {
+            return fetch_error(inner);
+        };
+        if !matches!(failure, FetchFailure::Download(_) | FetchFailure::Io { .. }) {
+            // Refused or not what was promised: leave no trace of it in the package cache
+            // (rattler's cache removed the extraction; its metadata file stays otherwise).
+            let entry = ctx.cache().packages().join(label(record));
+            let mut lock = entry.into_os_string();
+            lock.push(".lock");
+            let _ = std::fs::remove_file(lock);
         }
-        fetch_error(chain(&e))
+        match failure {
+            FetchFailure::Extract(crate::extract::ExtractError::Refused(r)) => {
+                BuildError::UnsafeArchive(r.clone())
+            }
+            FetchFailure::Extract(crate::extract::ExtractError::Listed(r)) => {
+                BuildError::UnsafePackage(r.clone())
+            }
+            FetchFailure::Extract(crate::extract::ExtractError::Io { path, source })
+            | FetchFailure::Io { path, source } => BuildError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            _ => fetch_error(inner),
+        }
     })
 }
 
@@ -354,8 +352,10 @@ struct FetchJob {
 
 #[derive(Debug, thiserror::Error)]
 enum FetchFailure {
-    #[error("{0}")]
-    Download(String),
+    #[error(transparent)]
+    Download(crate::download::DownloadFailure),
+    #[error("{0} is not a local path")]
+    NotLocal(url::Url),
     #[error(
         "the archive has sha256 {actual}, but the channel's record promises {expected}; it was \
          not used (a changed upload, a proxy rewriting files, or stale repodata)"
@@ -379,7 +379,7 @@ impl FetchJob {
             let path = self
                 .url
                 .to_file_path()
-                .map_err(|()| FetchFailure::Download("not a local path".into()))?;
+                .map_err(|()| FetchFailure::NotLocal(self.url.clone()))?;
             let hashed = path.clone();
             let sha = tokio::task::spawn_blocking(move || hash_file(&hashed))
                 .await
@@ -404,7 +404,7 @@ impl FetchJob {
             })
             .await
             .map_err(|e| match e {
-                DownloadError::Transient(m) | DownloadError::Final(m) => FetchFailure::Download(m),
+                DownloadError::Transient(f) | DownloadError::Final(f) => FetchFailure::Download(f),
                 DownloadError::Io { path, source } => FetchFailure::Io { path, source },
             })?;
             // The archive keeps the URL's file name: its suffix says how to read it.
@@ -445,9 +445,7 @@ impl FetchJob {
                 rattler_cache::validation::ValidationMode::Skip,
             )
             .map(|_| ())
-            .map_err(|e| {
-                crate::extract::ExtractError::Corrupt(format!("not a conda package: {}", chain(&e)))
-            })
+            .map_err(crate::extract::ExtractError::NotAPackage)
         })
         .await
         .expect("extraction does not panic")

@@ -28,7 +28,7 @@ pub mod lock;
 mod normalize;
 pub mod package_check;
 pub mod pip;
-pub mod prefix;
+
 pub mod sbom;
 pub mod solve;
 pub mod spec;
@@ -41,10 +41,11 @@ use std::path::PathBuf;
 use rattler_cache::package_cache::PackageCache;
 use reqwest_middleware::ClientWithMiddleware;
 
+pub use download::DownloadFailure;
 pub use error::{BuildError, SpecError};
+pub use imgbuild_fs::{InstallPrefix, PrefixError};
 pub use install::StagingRoot;
 pub use lock::{LockError, LockFormat, LockedEnvironment};
-pub use prefix::InstallPrefix;
 pub use spec::EnvSpec;
 pub use target::{Target, TargetError, TargetPlatform};
 

@@ -89,6 +89,19 @@ pub enum LockError {
          conda-lock v1 conda-lock.yml, or an @EXPLICIT file)"
     )]
     UnknownFormat { path: std::path::PathBuf },
+    #[error("{path}: no environment '{name}' (environments: {})", .available.join(", "))]
+    NoEnvironment {
+        path: std::path::PathBuf,
+        name: String,
+        available: Vec<String>,
+    },
+    #[error("{path}: no packages for {subdir}")]
+    NoPlatform {
+        path: std::path::PathBuf,
+        subdir: String,
+        /// The platform as `imgbuild lock --platform` takes it.
+        platform: String,
+    },
     #[error("{path}: {message}")]
     Invalid {
         path: std::path::PathBuf,
@@ -151,22 +164,20 @@ pub fn parse_lock(
             let lock = LockFile::from_str_with_base_directory(text, Some(dir))
                 .map_err(|e| invalid(e.to_string()))?;
             let name = environment.unwrap_or("default");
-            let env = lock.environment(name).ok_or_else(|| {
-                invalid(format!(
-                    "no environment '{name}' (environments: {}); choose one with --environment",
-                    lock.environments()
-                        .map(|(n, _)| n.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
+            let env = lock
+                .environment(name)
+                .ok_or_else(|| LockError::NoEnvironment {
+                    path: path.to_path_buf(),
+                    name: name.to_string(),
+                    available: lock.environments().map(|(n, _)| n.to_string()).collect(),
+                })?;
             let lock_platform =
                 lock.platforms()
                     .find(|p| p.subdir() == subdir)
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "no packages for {subdir}; run `imgbuild lock --platform {platform}`"
-                        ))
+                    .ok_or_else(|| LockError::NoPlatform {
+                        path: path.to_path_buf(),
+                        subdir: subdir.to_string(),
+                        platform: platform.to_string(),
                     })?;
             let mut pip: Vec<PipPackage> = env
                 .pypi_packages(lock_platform)

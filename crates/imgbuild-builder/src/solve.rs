@@ -59,7 +59,7 @@ pub async fn solve(
                 needs_cuda,
             }
         }
-        other => BuildError::Solver(other.to_string()),
+        other => BuildError::Solver(Box::new(other)),
     })?;
     let mut records = result.records;
     records.sort_by(|a, b| a.package_record.name.cmp(&b.package_record.name));

@@ -88,13 +88,11 @@ impl WheelCache {
         })
         .await
         .map_err(|e| match e {
-            DownloadError::Transient(message) | DownloadError::Final(message) => {
-                PipError::Download {
-                    name: package.name.clone(),
-                    url: package.url.clone(),
-                    message,
-                }
-            }
+            DownloadError::Transient(source) | DownloadError::Final(source) => PipError::Download {
+                name: package.name.clone(),
+                url: package.url.clone(),
+                source,
+            },
             DownloadError::Io { path, source } => PipError::io(&path, source),
         })?;
         let actual = hex::encode(downloaded.sha256);

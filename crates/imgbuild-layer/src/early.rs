@@ -263,7 +263,7 @@ pub struct StartedLayers {
 impl Prewritten for StartedLayers {
     fn has(&self, layer: &PlannedLayer) -> bool {
         match layer.owners.as_slice() {
-            [only] => self.running.lock().contains_key(only),
+            [only] => self.running.lock().contains_key(only.to_string().as_str()),
             _ => false,
         }
     }
@@ -273,7 +273,7 @@ impl Prewritten for StartedLayers {
         let [only] = layer.owners.as_slice() else {
             return None;
         };
-        let handle = self.running.lock().remove(only)?;
+        let handle = self.running.lock().remove(only.to_string().as_str())?;
         let early = handle.join().ok()??;
         let mismatch = if early.root != root {
             Some("another staging root".to_string())

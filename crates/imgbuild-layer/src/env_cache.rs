@@ -47,7 +47,7 @@ struct EntryLayer {
     diff_id: String,
     size: u64,
     tar_size: u64,
-    owners: Vec<String>,
+    owners: Vec<crate::OwnerLabel>,
     dedup_saved: u64,
     created_by: String,
 }

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use early::{EarlyLayers, StartedLayers};
 pub use env_cache::{BuiltEnvironment, EnvironmentCache};
-pub use ownership::{collect_owners, Owner, OwnerKind};
+pub use ownership::{collect_owners, Owner, OwnerKind, OwnerLabel};
 pub use plan::{plan_layers, PlanOptions, PlannedLayer};
 pub use write::{
     write_layers, write_layers_with, LayerOrigin, NothingPrewritten, Prewritten, WriteOptions,
@@ -46,10 +46,18 @@ pub enum LayerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: cannot read package record: {message}")]
-    Record { path: PathBuf, message: String },
-    #[error("cannot walk {root}: {message}")]
-    Walk { root: PathBuf, message: String },
+    #[error("{path}: cannot read package record")]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot walk {root}")]
+    Walk {
+        root: PathBuf,
+        #[source]
+        source: walkdir::Error,
+    },
     #[error("unsafe path '{path}' ({context})")]
     UnsafePath { path: PathBuf, context: String },
     #[error("{path} is a {kind}; images can only hold files, directories and symlinks")]

@@ -7,8 +7,10 @@
 //! up with exactly one owner.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use rattler_conda_types::PrefixRecord;
 use walkdir::WalkDir;
@@ -48,41 +50,116 @@ pub struct Owner {
     pub size: u64,
 }
 
-/// Owner labels, as layers, the layer cache, the environment cache and reports carry them:
-/// `NAME-VERSION-BUILD` for a conda package, `pip:NAME-VERSION` for a pip distribution,
-/// `environment`, and `sbom` for the SBOM's own layer. Written by [`Owner::label`] (and the
-/// pipeline's SBOM layer), read by [`crate::plan::PlannedLayer::kind`].
-pub mod label {
-    /// The environment: `conda-meta` and files no package owns.
-    pub const ENVIRONMENT: &str = "environment";
-    /// The layer that holds only the SBOM.
-    pub const SBOM: &str = "sbom";
-    /// What a pip distribution's label starts with.
-    pub const PIP_PREFIX: &str = "pip:";
-
+/// An owner's name, as layers, the layer cache, the environment cache and reports carry it.
+/// Its text — `NAME-VERSION-BUILD` for a conda package, `pip:NAME-VERSION` for a pip
+/// distribution, `environment`, and `sbom` for the SBOM's own layer — is what the caches store
+/// and what [`crate::plan::PlannedLayer::kind`] turns into a history line, so [`fmt::Display`]
+/// and [`FromStr`] are each other's inverse and that text is part of the cache format. Labels
+/// order as their text does (the layer plan sorts by it, so the order is part of the digests).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OwnerLabel {
+    /// `NAME-VERSION-BUILD`.
+    Conda(String),
     /// `pip:NAME-VERSION`.
-    pub fn pip(name: &str, version: &str) -> String {
-        format!("{PIP_PREFIX}{name}-{version}")
-    }
+    Pip { name: String, version: String },
+    /// `conda-meta` and the files no package owns.
+    Environment,
+    /// The layer that holds only the SBOM.
+    Sbom,
+}
 
-    /// `NAME-VERSION` of a pip label, or `None` for any other.
-    pub fn as_pip(label: &str) -> Option<&str> {
-        label.strip_prefix(PIP_PREFIX)
+const PIP_PREFIX: &str = "pip:";
+
+impl OwnerLabel {
+    /// `NAME-VERSION` of a pip distribution.
+    pub fn as_pip(&self) -> Option<String> {
+        match self {
+            Self::Pip { name, version } => Some(format!("{name}-{version}")),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for OwnerLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Conda(label) => f.write_str(label),
+            Self::Pip { name, version } => write!(f, "{PIP_PREFIX}{name}-{version}"),
+            Self::Environment => f.write_str("environment"),
+            Self::Sbom => f.write_str("sbom"),
+        }
+    }
+}
+
+impl FromStr for OwnerLabel {
+    type Err = std::convert::Infallible;
+
+    /// Every text is some label: `environment` and `sbom` cannot be conda labels (those have
+    /// two dashes), and a pip distribution's version has no dash (PEP 440's normal form).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "environment" => Self::Environment,
+            "sbom" => Self::Sbom,
+            _ => match s
+                .strip_prefix(PIP_PREFIX)
+                .and_then(|rest| rest.rsplit_once('-'))
+            {
+                Some((name, version)) => Self::Pip {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                },
+                None => Self::Conda(s.to_string()),
+            },
+        })
+    }
+}
+
+impl Ord for OwnerLabel {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.to_string().cmp(&other.to_string())
+    }
+}
+
+impl PartialOrd for OwnerLabel {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq<&str> for OwnerLabel {
+    fn eq(&self, other: &&str) -> bool {
+        self.to_string() == *other
+    }
+}
+
+impl serde::Serialize for OwnerLabel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for OwnerLabel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(text.parse().unwrap_or_else(|never| match never {}))
     }
 }
 
 impl Owner {
-    /// A short label (see [`label`]).
-    pub fn label(&self) -> String {
+    /// Its label (see [`OwnerLabel`]).
+    pub fn label(&self) -> OwnerLabel {
         match &self.kind {
             OwnerKind::Conda {
                 name,
                 version,
                 build,
                 ..
-            } => format!("{name}-{version}-{build}"),
-            OwnerKind::Pip { name, version, .. } => label::pip(name, version),
-            OwnerKind::Environment => label::ENVIRONMENT.to_string(),
+            } => OwnerLabel::Conda(format!("{name}-{version}-{build}")),
+            OwnerKind::Pip { name, version, .. } => OwnerLabel::Pip {
+                name: name.clone(),
+                version: version.clone(),
+            },
+            OwnerKind::Environment => OwnerLabel::Environment,
         }
     }
 
@@ -134,9 +211,9 @@ pub fn collect_owners(root: &Path) -> Result<Vec<Owner>, LayerError> {
 
     let mut env_paths = Vec::new();
     for entry in WalkDir::new(root).min_depth(1).sort_by_file_name() {
-        let entry = entry.map_err(|e| LayerError::Walk {
+        let entry = entry.map_err(|source| LayerError::Walk {
             root: root.to_path_buf(),
-            message: e.to_string(),
+            source,
         })?;
         let rel = entry
             .path()
@@ -172,9 +249,9 @@ pub fn collect_owners(root: &Path) -> Result<Vec<Owner>, LayerError> {
 
 /// Reads a conda-meta record.
 pub(crate) fn read_record(record_path: &Path) -> Result<PrefixRecord, LayerError> {
-    PrefixRecord::from_path(record_path).map_err(|e| LayerError::Record {
+    PrefixRecord::from_path(record_path).map_err(|source| LayerError::Record {
         path: record_path.to_path_buf(),
-        message: e.to_string(),
+        source,
     })
 }
 

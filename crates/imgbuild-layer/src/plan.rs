@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 use imgbuild_oci::inspect::LayerKind;
 
-use crate::ownership::{label, Owner, OwnerKind};
+use crate::ownership::{Owner, OwnerKind, OwnerLabel};
 use crate::LayerError;
 
 /// How many groups small pip packages are spread over (fewer under a tight budget): a pip
@@ -75,9 +75,8 @@ impl PlanOptions {
 /// One layer to write: the owners it holds and their paths.
 #[derive(Debug, Clone)]
 pub struct PlannedLayer {
-    /// Labels of the owners (`name-version-build`, `environment`, or `sbom` for the layer that
-    /// holds only the SBOM).
-    pub owners: Vec<String>,
+    /// The owners it holds ([`OwnerLabel::Sbom`] alone for the layer that holds the SBOM).
+    pub owners: Vec<OwnerLabel>,
     /// Paths relative to the staging root.
     pub paths: Vec<PathBuf>,
     /// Bytes of regular files.
@@ -99,23 +98,19 @@ impl PlannedLayer {
 
     /// What the layer holds, by its owners' labels (see [`crate::Owner::label`]).
     pub fn kind(&self) -> LayerKind {
-        let pip: Option<Vec<String>> = self
-            .owners
-            .iter()
-            .map(|o| label::as_pip(o).map(str::to_string))
-            .collect();
+        let pip: Option<Vec<String>> = self.owners.iter().map(OwnerLabel::as_pip).collect();
         if let Some(packages) = pip.filter(|p| !p.is_empty()) {
             return LayerKind::Pip { packages };
         }
-        if self.owners == [label::ENVIRONMENT] {
+        if self.owners == [OwnerLabel::Environment] {
             LayerKind::Environment
-        } else if self.owners == [label::SBOM] {
+        } else if self.owners == [OwnerLabel::Sbom] {
             LayerKind::Sbom {
                 files: self.paths.iter().map(|p| p.display().to_string()).collect(),
             }
         } else {
             LayerKind::Conda {
-                packages: self.owners.clone(),
+                packages: self.owners.iter().map(ToString::to_string).collect(),
             }
         }
     }
@@ -161,7 +156,7 @@ pub fn plan_layers(
     let python = owners
         .iter()
         .find(|o| o.package_name() == Some("python"))
-        .map(|o| o.label())
+        .map(|o| o.label().to_string())
         .unwrap_or_default();
     let layer_of = |members: &[&Owner]| layer_of(members, &python);
     let mut layers: Vec<PlannedLayer> = big.iter().map(|o| layer_of(&[*o])).collect();
@@ -357,7 +352,7 @@ mod tests {
         assert_eq!(before.len(), 1 + PIP_GROUPS, "{before:?}");
         owners[10] = wheel("tqdm", "2", 1 << 20);
         let after = plan_layers(&owners, &opts).unwrap();
-        let set = |l: &[PlannedLayer]| -> std::collections::BTreeSet<Vec<String>> {
+        let set = |l: &[PlannedLayer]| -> std::collections::BTreeSet<Vec<OwnerLabel>> {
             l.iter().map(|l| l.owners.clone()).collect()
         };
         assert_eq!(set(&after).difference(&set(&before)).count(), 1);

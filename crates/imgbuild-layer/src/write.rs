@@ -27,7 +27,7 @@ use tar::write_layer_uncached;
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
     /// Where the staging root lives inside the image, e.g. `/opt/conda`.
-    pub prefix: String,
+    pub prefix: imgbuild_fs::InstallPrefix,
     pub compression: Compression,
     /// mtime of every entry (`SOURCE_DATE_EPOCH`).
     pub mtime: u64,
@@ -61,7 +61,7 @@ pub struct WrittenLayer {
     /// Size of the uncompressed tar.
     pub tar_size: u64,
     /// Owners in this layer.
-    pub owners: Vec<String>,
+    pub owners: Vec<crate::OwnerLabel>,
     /// Bytes not stored again because an identical file was already in the layer.
     pub dedup_saved: u64,
     pub origin: LayerOrigin,

@@ -14,7 +14,7 @@ const THRESHOLD: u64 = 1 << 20;
 
 fn options() -> WriteOptions {
     WriteOptions {
-        prefix: "/opt/conda".into(),
+        prefix: imgbuild_fs::InstallPrefix::parse("/opt/conda").unwrap(),
         compression: Compression::Gzip,
         mtime: 0,
         layer_cache: None,
@@ -202,7 +202,11 @@ fn only_packages_that_keep_a_layer_of_their_own_are_written_early() {
         .iter()
         .map(|l| {
             (
-                l.owners.join(" "),
+                l.owners
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 l.origin == LayerOrigin::WrittenWhileInstalling,
             )
         })

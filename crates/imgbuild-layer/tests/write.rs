@@ -11,7 +11,7 @@ use imgbuild_oci::{BlobStore, Compression};
 
 fn options(cache: Option<PathBuf>) -> WriteOptions {
     WriteOptions {
-        prefix: "/opt/conda".into(),
+        prefix: imgbuild_fs::InstallPrefix::parse("/opt/conda").unwrap(),
         compression: Compression::Gzip,
         mtime: 0,
         layer_cache: cache,

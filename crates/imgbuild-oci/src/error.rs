@@ -23,7 +23,7 @@ pub enum OciError {
     )]
     NotALayout(PathBuf),
     #[error(
-        "--tag {tag:?} cannot name an image in a layout: {why} (a tag is components of letters \
+        "{tag:?} cannot name an image in a layout: {why} (a tag is components of letters \
          and digits joined by '.', '_', '-', ':', '@', '+' or '/', e.g. llm-env:cu118 or \
          ghcr.io/acme/llm-env:cu118)"
     )]
@@ -43,10 +43,9 @@ pub enum OciError {
     #[error("{layout}: {message}")]
     Base { layout: PathBuf, message: String },
     #[error(
-        "the base image has {base} layers and the environment may use up to {budget} \
-         (--max-layers) plus one for the SBOM: {total} is over {max}, the most layers Docker \
-         and containerd accept; \
-         pass --max-layers {fit} or fewer, or use a base with fewer layers"
+        "the base image has {base} layers and the environment may use up to {budget} plus one \
+         for the SBOM: {total} is over {max}, the most layers Docker and containerd accept; \
+         the environment can have {fit} layers at most on this base"
     )]
     TooManyLayers {
         base: usize,

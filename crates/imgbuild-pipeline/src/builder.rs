@@ -30,6 +30,7 @@ use crate::sbom_layer;
 pub struct Builder {
     cache: CacheDir,
     _run: CacheRun,
+    sweep: Sweep,
     registry: ClientOptions,
     observer: Arc<dyn Observer>,
 }
@@ -39,10 +40,11 @@ impl Builder {
     /// the cache for as long as it lives; if no other process is using the cache, what
     /// interrupted builds left in it is removed first.
     pub fn new(cache_dir: &Path) -> Result<Self, PipelineError> {
-        let (cache, run) = open_cache(cache_dir)?;
+        let (cache, run, sweep) = open_cache(cache_dir)?;
         Ok(Self {
             cache,
             _run: run,
+            sweep,
             registry: ClientOptions::default(),
             observer: Arc::new(Silent),
         })
@@ -63,6 +65,11 @@ impl Builder {
     /// The cache directory (absolute).
     pub fn cache(&self) -> &CacheDir {
         &self.cache
+    }
+
+    /// What opening the cache did about the leftovers of interrupted builds.
+    pub fn sweep(&self) -> &Sweep {
+        &self.sweep
     }
 
     fn context(&self, max_package_size: u64) -> Result<Context, PipelineError> {
@@ -346,7 +353,7 @@ impl Builder {
 /// Opens the cache at `dir` (created if missing, made absolute) and registers this process as
 /// a user of it for as long as the returned [`CacheRun`] lives; if no other process is using
 /// the cache, what interrupted builds left in it is removed first.
-pub fn open_cache(dir: &Path) -> Result<(CacheDir, CacheRun), PipelineError> {
+pub fn open_cache(dir: &Path) -> Result<(CacheDir, CacheRun, Sweep), PipelineError> {
     let io = |source| CacheDirError {
         path: dir.to_path_buf(),
         source,
@@ -354,16 +361,16 @@ pub fn open_cache(dir: &Path) -> Result<(CacheDir, CacheRun), PipelineError> {
     std::fs::create_dir_all(dir).map_err(io)?;
     let root = std::fs::canonicalize(dir).map_err(io)?;
     let (run, sweep) = CacheRun::start(&root)?;
-    if let Sweep::Swept { entries, bytes } = sweep {
-        if entries > 0 {
+    if let Sweep::Swept { entries, bytes } = &sweep {
+        if *entries > 0 {
             tracing::info!(
                 "removed {entries} leftovers of interrupted builds ({:.1} MiB) from {}",
-                bytes as f64 / (1024.0 * 1024.0),
+                *bytes as f64 / (1024.0 * 1024.0),
                 root.display()
             );
         }
     }
-    Ok((CacheDir::new(root), run))
+    Ok((CacheDir::new(root), run, sweep))
 }
 
 /// What one build shares between its stages.
@@ -388,7 +395,7 @@ impl Run {
             store: BlobStore::new(builder.cache.root()),
             platform: oci_platform(plan.target.platform),
             write: WriteOptions {
-                prefix: plan.prefix.to_string(),
+                prefix: plan.prefix.clone(),
                 compression: plan.compression,
                 mtime: plan.mtime,
                 layer_cache: Some(builder.cache.layers()),

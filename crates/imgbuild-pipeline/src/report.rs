@@ -53,9 +53,17 @@ pub struct LayerReport {
     pub size: u64,
     /// What the layer holds: package labels (`python-3.11.9-h…_0`, `pip:torch-2.0.1`), or
     /// `environment` / `sbom`.
-    pub owners: Vec<String>,
+    pub owners: Vec<imgbuild_layer::OwnerLabel>,
     pub origin: LayerOrigin,
     pub dedup_saved: u64,
+}
+
+impl LayerReport {
+    /// The owners' labels, space-separated, as the CLI prints them.
+    pub fn holds(&self) -> String {
+        let labels: Vec<String> = self.owners.iter().map(ToString::to_string).collect();
+        labels.join(" ")
+    }
 }
 
 /// Where the environment's layers came from.

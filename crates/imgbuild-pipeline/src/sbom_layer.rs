@@ -68,7 +68,7 @@ pub(crate) fn write_sbom_layer(
     std::fs::create_dir_all(&meta).map_err(io(&meta))?;
     std::fs::write(root.path().join(&rel), sbom).map_err(io(&root.path().join(&rel)))?;
     let layer = PlannedLayer {
-        owners: vec![imgbuild_layer::ownership::label::SBOM.into()],
+        owners: vec![imgbuild_layer::OwnerLabel::Sbom],
         paths: vec![rel],
         size: sbom.len() as u64,
         // The layer's bytes depend only on the document (and the write options the layer cache

@@ -3,28 +3,46 @@
 //! leads out of it and says so on a `hint:` line after the error.
 
 use imgbuild_builder::pip::PipError;
-use imgbuild_builder::BuildError;
+use imgbuild_builder::{BuildError, LockError};
 use imgbuild_layer::LayerError;
+use imgbuild_oci::registry::RegistryError;
+use imgbuild_oci::OciError;
 use imgbuild_pipeline::PipelineError;
 
 /// The hint for `err`, if one of its causes has one.
 pub fn hint(err: &anyhow::Error) -> Option<String> {
     // Through the pipeline its errors are transparent wrappers, so the chain shows the
     // wrapper, not the library error inside it.
-    err.chain()
-        .find_map(|cause| match cause.downcast_ref::<PipelineError>() {
-            Some(PipelineError::Build(e)) => build_hint(e),
-            Some(PipelineError::Layer(e)) => layer_hint(e),
-            Some(PipelineError::Pip(e)) => pip_hint(e),
-            Some(PipelineError::CacheDir(_)) => Some(
-                "pass --cache-dir (or set IMGBUILD_CACHE_DIR) to a directory you can write"
-                    .to_string(),
-            ),
-            Some(_) => None,
-            None => (cause.downcast_ref::<BuildError>().and_then(build_hint))
-                .or_else(|| cause.downcast_ref::<LayerError>().and_then(layer_hint))
-                .or_else(|| cause.downcast_ref::<PipError>().and_then(pip_hint)),
-        })
+    err.chain().find_map(|cause| {
+        if let Some(e) = cause.downcast_ref::<PipelineError>() {
+            return pipeline_hint(e);
+        }
+        (cause.downcast_ref::<BuildError>().and_then(build_hint))
+            .or_else(|| cause.downcast_ref::<LockError>().and_then(lock_hint))
+            .or_else(|| cause.downcast_ref::<LayerError>().and_then(layer_hint))
+            .or_else(|| cause.downcast_ref::<PipError>().and_then(pip_hint))
+            .or_else(|| cause.downcast_ref::<OciError>().and_then(oci_hint))
+            .or_else(|| {
+                cause
+                    .downcast_ref::<RegistryError>()
+                    .and_then(registry_hint)
+            })
+    })
+}
+
+fn pipeline_hint(e: &PipelineError) -> Option<String> {
+    match e {
+        PipelineError::Build(e) => build_hint(e),
+        PipelineError::Lock(e) => lock_hint(e),
+        PipelineError::Layer(e) => layer_hint(e),
+        PipelineError::Pip(e) => pip_hint(e),
+        PipelineError::Oci(e) => oci_hint(e),
+        PipelineError::Registry(e) => registry_hint(e),
+        PipelineError::CacheDir(_) => Some(
+            "pass --cache-dir (or set IMGBUILD_CACHE_DIR) to a directory you can write".to_string(),
+        ),
+        _ => None,
+    }
 }
 
 fn build_hint(e: &BuildError) -> Option<String> {
@@ -41,6 +59,17 @@ fn build_hint(e: &BuildError) -> Option<String> {
                 imgbuild_pipeline::human_bytes(limit)
             )
         }),
+        BuildError::Lock(e) => lock_hint(e),
+        _ => None,
+    }
+}
+
+fn lock_hint(e: &LockError) -> Option<String> {
+    match e {
+        LockError::NoEnvironment { .. } => Some("choose one with --environment NAME".to_string()),
+        LockError::NoPlatform { platform, .. } => Some(format!(
+            "run `imgbuild lock --platform {platform}` to add it to the lock"
+        )),
         _ => None,
     }
 }
@@ -56,6 +85,14 @@ fn pip_hint(e: &PipError) -> Option<String> {
             "pass --allow-sdist to build it on this machine (for this machine's platform only)"
                 .to_string(),
         ),
+        PipError::SdistCrossPlatform { target, .. } => Some(format!(
+            "--allow-sdist builds source distributions on this machine, for its own platform \
+             only: drop --allow-sdist and use packages that publish {target} wheels"
+        )),
+        PipError::CompileCrossPlatform { .. } => Some(
+            "--compile runs the environment's Python on this machine: build without --compile"
+                .to_string(),
+        ),
         _ => None,
     }
 }
@@ -63,6 +100,27 @@ fn pip_hint(e: &PipError) -> Option<String> {
 fn layer_hint(e: &LayerError) -> Option<String> {
     match e {
         LayerError::Budget { needed, .. } => Some(format!("pass --max-layers {needed} or more")),
+        _ => None,
+    }
+}
+
+fn oci_hint(e: &OciError) -> Option<String> {
+    match e {
+        OciError::TooManyLayers { budget, fit, .. } => Some(format!(
+            "the environment may use up to {budget} (--max-layers): pass --max-layers {fit} or \
+             fewer, or use a base with fewer layers"
+        )),
+        _ => None,
+    }
+}
+
+fn registry_hint(e: &RegistryError) -> Option<String> {
+    match e {
+        RegistryError::Unauthorized { rejected: None, .. } => Some(
+            "pass --creds USER:PASSWORD, set IMGBUILD_REGISTRY_USER and \
+             IMGBUILD_REGISTRY_PASSWORD, or log in with `docker login`"
+                .to_string(),
+        ),
         _ => None,
     }
 }
@@ -81,5 +139,21 @@ mod tests {
         assert_eq!(hint(&err).as_deref(), Some("pass --max-layers 5 or more"));
         assert!(!err.root_cause().to_string().contains("--"));
         assert_eq!(hint(&anyhow::anyhow!("other")), None);
+    }
+
+    #[test]
+    fn a_lock_error_inside_a_build_error_gets_its_hint() {
+        let err = anyhow::Error::new(PipelineError::Build(BuildError::Lock(
+            LockError::NoPlatform {
+                path: "pixi.lock".into(),
+                subdir: "linux-aarch64".into(),
+                platform: "linux/arm64".into(),
+            },
+        )));
+        assert_eq!(
+            hint(&err).as_deref(),
+            Some("run `imgbuild lock --platform linux/arm64` to add it to the lock")
+        );
+        assert!(!err.to_string().contains("--"));
     }
 }

@@ -27,7 +27,7 @@ pub fn print_build(report: &BuildReport, outputs: &Outputs, output: Output) {
                 layer = i + 1,
                 digest = %l.digest,
                 size = l.size,
-                holds = %l.owners.join(" "),
+                holds = %l.holds(),
                 how = l.origin.as_str(),
                 "layer"
             );
@@ -53,7 +53,7 @@ pub fn print_build(report: &BuildReport, outputs: &Outputs, output: Output) {
                 i + 1,
                 &l.digest.to_string()[..19],
                 human_bytes(l.size),
-                l.owners.join(" ")
+                l.holds()
             );
         }
     }

@@ -51,12 +51,13 @@ pub fn build_settings(args: &BuildArgs, source_date_epoch: Option<&str>) -> Resu
         args.glibc.as_deref().or(image.glibc.as_deref()),
         args.cuda.as_deref().or(image.cuda.as_deref()),
     )?;
-    let prefix = InstallPrefix::parse(
-        args.prefix
-            .as_deref()
-            .or(image.prefix.as_deref())
-            .unwrap_or(DEFAULT_PREFIX),
-    )?;
+    let prefix = match (&args.prefix, &image.prefix) {
+        (Some(flag), _) => InstallPrefix::parse(flag)
+            .map_err(|e| anyhow::anyhow!("invalid --prefix '{}': {}", e.prefix, e.why))?,
+        (None, Some(spec)) => InstallPrefix::parse(spec)
+            .map_err(|e| anyhow::anyhow!("invalid x-imgbuild prefix '{}': {}", e.prefix, e.why))?,
+        (None, None) => InstallPrefix::parse(DEFAULT_PREFIX).expect("the default prefix is valid"),
+    };
     let runtime = runtime_config(args, &image)?;
     let source = match (spec, &args.lock) {
         (spec, Some(path)) => Source::Lock {
@@ -123,7 +124,7 @@ fn outputs(args: &BuildArgs) -> Result<Outputs> {
         Vec::new()
     };
     for tag in &args.tags {
-        imgbuild_oci::layout::check_tag(tag)?;
+        imgbuild_oci::layout::check_tag(tag).map_err(|e| anyhow::anyhow!("--tag {e}"))?;
     }
     if let Some(out) = &args.output {
         imgbuild_oci::layout::check_output_dir(out)?;

@@ -40,11 +40,15 @@ pub enum PipError {
         message: String,
     },
     #[error(
-        "--allow-sdist builds source distributions on this machine with the environment's own \
-         Python, so it works only for this machine's platform ({host}), not {target}; drop \
-         --allow-sdist and use packages that publish {target} wheels"
+        "source distributions are built on this machine with the environment's own Python, \
+         so only for this machine's platform ({host}), not {target}"
     )]
     SdistCrossPlatform { target: String, host: String },
+    #[error(
+        "compiling bytecode runs the environment's Python, which cannot run here: the target \
+         is {target} and this machine is {host}"
+    )]
+    CompileCrossPlatform { target: String, host: String },
     #[error(
         "{name} {version} is a source distribution ({url}), and only wheels are installed \
          unless source builds are allowed"
@@ -60,11 +64,12 @@ pub enum PipError {
     Tags(#[from] TagsError),
     #[error("uv wrote a pylock.toml imgbuild cannot read: {message}")]
     Pylock { message: String },
-    #[error("downloading {name} from {url} failed: {message}")]
+    #[error("downloading {name} from {url} failed")]
     Download {
         name: String,
         url: String,
-        message: String,
+        #[source]
+        source: crate::download::DownloadFailure,
     },
     #[error(
         "{name}: {url} has sha256 {actual}, but the lock promises {expected}; the file was \

@@ -64,13 +64,9 @@ pub fn install(
     }
     assert_eq!(packages.len(), files.len(), "one file per package");
     if compile && target.platform != TargetPlatform::host() {
-        return Err(PipError::Install {
-            message: format!(
-                "--compile runs the environment's Python, which cannot run here: the target is {} \
-                 and this machine is {}; build without --compile",
-                target.platform,
-                TargetPlatform::host()
-            ),
+        return Err(PipError::CompileCrossPlatform {
+            target: target.platform.to_string(),
+            host: TargetPlatform::host().to_string(),
         });
     }
     if let Some(sdist) = packages.iter().find(|p| p.is_sdist()) {

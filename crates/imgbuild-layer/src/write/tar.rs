@@ -28,7 +28,7 @@ pub(super) fn write_layer_uncached(
     options: &WriteOptions,
     store: &BlobStore,
 ) -> Result<WrittenLayer, LayerError> {
-    let prefix = image_relative(&options.prefix)?;
+    let prefix = options.prefix.image_relative();
     let mut entries: BTreeMap<Vec<u8>, Source> = BTreeMap::new();
     for ancestor in prefix.ancestors().filter(|a| !a.as_os_str().is_empty()) {
         entries.insert(bytes(ancestor).to_vec(), Source::Dir);
@@ -207,22 +207,4 @@ fn file_mode(meta: &fs::Metadata) -> u32 {
 
 pub(super) fn bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
-}
-
-/// `/opt/conda` → `opt/conda`; refuses relative prefixes and `..`.
-fn image_relative(prefix: &str) -> Result<PathBuf, LayerError> {
-    use std::path::Component;
-    let p = Path::new(prefix);
-    let ok = p.is_absolute()
-        && p.components()
-            .skip(1)
-            .all(|c| matches!(c, Component::Normal(_)))
-        && p.components().count() > 1;
-    if !ok {
-        return Err(LayerError::UnsafePath {
-            path: p.to_path_buf(),
-            context: "the prefix must be an absolute path below / without '..'".into(),
-        });
-    }
-    Ok(p.components().skip(1).collect())
 }

@@ -176,13 +176,20 @@ impl RegistryClient {
                     // A connection that cannot be made (refused, no such host, a certificate
                     // that does not verify) is not made by asking again; a broken one is.
                     if attempt < self.max_attempts && !e.is_connect() {
-                        tracing::warn!("{} {}: {}; retrying", call.method, redact(&url), e);
+                        let e = e.without_url();
+                        tracing::warn!(
+                            error = &e as &dyn std::error::Error,
+                            "{} {}: retrying",
+                            call.method,
+                            redact(&url)
+                        );
                         backoff(attempt).await;
                         continue;
                     }
                     return Err(RegistryError::Transport {
                         registry: self.registry.clone(),
-                        message: format!("{} {}: {}", call.method, redact(&url), error_chain(&e)),
+                        action: format!("{} {}", call.method, redact(&url)),
+                        source: e.without_url(),
                     });
                 }
             };
@@ -278,18 +285,4 @@ fn redact(url: &Url) -> String {
     u.set_query(None);
     let _ = u.set_password(None);
     u.to_string()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let t = cause.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = cause.source();
-    }
-    s
 }

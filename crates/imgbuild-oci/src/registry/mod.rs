@@ -22,13 +22,32 @@ pub enum RegistryError {
     Config(String),
     #[error(transparent)]
     Reference(#[from] ParseReferenceError),
-    #[error("cannot reach registry {registry}: {message}")]
-    Transport { registry: String, message: String },
-    #[error("registry {registry} refused access to repository '{repository}': {hint}")]
+    /// The request could not be made or its body not read. `action` names the request
+    /// (method and URL without its query); the source is reqwest's error without its URL,
+    /// which may carry an upload session's state token.
+    #[error("cannot reach registry {registry}: {action}")]
+    Transport {
+        registry: String,
+        action: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A 401 after authenticating. `rejected` names the user and where the credentials came
+    /// from; `None` means there were none to send.
+    #[error(
+        "registry {registry} refused access to repository '{repository}': {}",
+        match rejected {
+            Some((user, source)) => format!(
+                "the registry rejected the credentials for user '{user}' from {source}; \
+                 check the user name and password"
+            ),
+            None => "no credentials were found".to_string(),
+        }
+    )]
     Unauthorized {
         registry: String,
         repository: String,
-        hint: String,
+        rejected: Option<(String, CredentialSource)>,
     },
     #[error("registry {registry} denied access to repository '{repository}' ({message}); check that this account may push there")]
     Denied {
@@ -48,8 +67,17 @@ pub enum RegistryError {
         repository: String,
         message: String,
     },
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: content does not match its digest {digest}; the blob store is corrupt")]
+    CorruptBlob {
+        path: PathBuf,
+        digest: crate::Digest,
+    },
     #[error(transparent)]
     Oci(#[from] crate::OciError),
 }

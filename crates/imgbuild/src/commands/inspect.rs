@@ -70,7 +70,7 @@ async fn load(name: &str, args: &ReadImageArgs) -> Result<Loaded> {
     })?;
     let options = crate::settings::client_options(&args.registry)?;
     let client = client_for(&reference, &options)?;
-    let (cache, _cache_run) =
+    let (cache, _cache_run, _) =
         imgbuild_pipeline::open_cache(&crate::resolve_cache_dir(args.cache_dir.as_deref())?)?;
     let cache_dir = cache.root().to_path_buf();
     let store = BlobStore::new(&cache_dir);

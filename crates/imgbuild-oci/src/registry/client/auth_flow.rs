@@ -6,7 +6,7 @@ use url::Url;
 use crate::registry::auth::Challenge;
 use crate::registry::RegistryError;
 
-use super::{error_chain, redact, RegistryClient};
+use super::{redact, RegistryClient};
 
 impl RegistryClient {
     pub(super) fn auth_header(&self, scopes: &[String]) -> Option<String> {
@@ -24,15 +24,10 @@ impl RegistryClient {
         RegistryError::Unauthorized {
             registry: self.registry.clone(),
             repository: repository.to_string(),
-            hint: match &self.creds {
-                Some((c, source)) => format!(
-                    "the registry rejected the credentials for user '{}' from {source}; check the user name and password",
-                    c.username
-                ),
-                None => "no credentials were found; pass --creds USER:PASSWORD, set IMGBUILD_REGISTRY_USER and \
-                         IMGBUILD_REGISTRY_PASSWORD, or log in with `docker login`"
-                    .to_string(),
-            },
+            rejected: self
+                .creds
+                .as_ref()
+                .map(|(c, source)| (c.username.clone(), source.clone())),
         }
     }
 
@@ -79,7 +74,8 @@ impl RegistryClient {
                 }
                 let resp = req.send().await.map_err(|e| RegistryError::Transport {
                     registry: self.registry.clone(),
-                    message: format!("token request to {}: {}", redact(&url), error_chain(&e)),
+                    action: format!("token request to {}", redact(&url)),
+                    source: e.without_url(),
                 })?;
                 if resp.status() == StatusCode::UNAUTHORIZED
                     || resp.status() == StatusCode::FORBIDDEN

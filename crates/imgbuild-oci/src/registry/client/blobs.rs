@@ -11,9 +11,7 @@ use url::Url;
 use crate::registry::RegistryError;
 use crate::{BlobStore, Digest, TransferProgress};
 
-use super::{
-    backoff, error_chain, pull_scope, push_scope, read_full, Call, RegistryClient, CHUNK_SIZE,
-};
+use super::{backoff, pull_scope, push_scope, read_full, Call, RegistryClient, CHUNK_SIZE};
 
 impl RegistryClient {
     /// Whether the blob is in `repository`.
@@ -100,7 +98,10 @@ impl RegistryClient {
                 Err(e @ (RegistryError::Transport { .. } | RegistryError::Unexpected { .. }))
                     if round < 3 =>
                 {
-                    tracing::warn!("upload of {digest} failed ({e}); starting it again");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "upload of {digest} failed; starting it again"
+                    );
                     if self.blob_exists(repository, digest).await.unwrap_or(false) {
                         if let Some(p) = progress {
                             p.advance(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0));
@@ -133,9 +134,9 @@ impl RegistryClient {
             }
         };
         let scopes = [push_scope(repository)];
-        let io = |e: std::io::Error| RegistryError::Io {
+        let io = |source| RegistryError::Io {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            source,
         };
         let mut file = tokio::fs::File::open(path).await.map_err(io)?;
         let size = file.metadata().await.map_err(io)?.len();
@@ -207,11 +208,9 @@ impl RegistryClient {
             accepted(n as u64);
         }
         if Digest::from_hasher(hasher) != *digest {
-            return Err(RegistryError::Io {
+            return Err(RegistryError::CorruptBlob {
                 path: path.to_path_buf(),
-                message: format!(
-                    "content does not match its digest {digest}; the blob store is corrupt"
-                ),
+                digest: digest.clone(),
             });
         }
         location
@@ -306,14 +305,15 @@ impl RegistryClient {
         // Base layers can be gigabytes (CUDA): written past the page cache like built layers.
         let mut out = store.writer(resp.content_length())?;
         let path = out.path().to_path_buf();
-        let io_err = |e: std::io::Error| RegistryError::Io {
+        let io_err = |source| RegistryError::Io {
             path: path.clone(),
-            message: e.to_string(),
+            source,
         };
         let mut hasher = Sha256::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| RegistryError::Transport {
             registry: self.registry.clone(),
-            message: format!("downloading {digest}: {}", error_chain(&e)),
+            action: format!("downloading {digest}"),
+            source: e.without_url(),
         })? {
             hasher.update(&chunk);
             std::io::Write::write_all(&mut out, &chunk).map_err(io_err)?;

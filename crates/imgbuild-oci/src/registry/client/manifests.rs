@@ -7,7 +7,7 @@ use reqwest::Method;
 use crate::registry::RegistryError;
 use crate::Digest;
 
-use super::{error_chain, pull_scope, push_scope, Call, RegistryClient};
+use super::{pull_scope, push_scope, Call, RegistryClient};
 
 impl RegistryClient {
     /// Puts a manifest (or index) under `reference` (a tag or digest); returns the response
@@ -84,7 +84,8 @@ impl RegistryClient {
             .to_string();
         let bytes = resp.bytes().await.map_err(|e| RegistryError::Transport {
             registry: self.registry.clone(),
-            message: error_chain(&e),
+            action: format!("reading manifest {reference} of {repository}"),
+            source: e.without_url(),
         })?;
         if let Ok(d) = reference.parse::<Digest>() {
             if Digest::of(&bytes) != d {

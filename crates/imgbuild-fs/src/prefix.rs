@@ -1,9 +1,16 @@
-//! Where the environment lives inside the image.
+//! Where the environment lives inside the image: checked once, where it is parsed, so
+//! that the installer, the layer writer and the SBOM all take a path they need not check.
 
 use std::fmt;
 use std::path::{Component, Path};
 
-use crate::error::BuildError;
+/// A path that cannot be an install prefix, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("'{prefix}' cannot be the install prefix: {why}")]
+pub struct PrefixError {
+    pub prefix: String,
+    pub why: &'static str,
+}
 
 /// An absolute, normalized path such as `/opt/conda`: not `/`, no `..`, `.`, `//`, trailing
 /// slash or whitespace (conda packages break on prefixes with spaces).
@@ -11,8 +18,11 @@ use crate::error::BuildError;
 pub struct InstallPrefix(String);
 
 impl InstallPrefix {
-    pub fn parse(s: &str) -> Result<Self, BuildError> {
-        let bad = |why: &str| BuildError::Target(format!("invalid --prefix '{s}': {why}"));
+    pub fn parse(s: &str) -> Result<Self, PrefixError> {
+        let bad = |why: &'static str| PrefixError {
+            prefix: s.to_string(),
+            why,
+        };
         let p = Path::new(s);
         if !p.is_absolute() {
             return Err(bad("it must be an absolute path such as /opt/conda"));
@@ -37,6 +47,12 @@ impl InstallPrefix {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The prefix as a path inside the image's root file system: `/opt/conda` → `opt/conda`,
+    /// as tar entries name it.
+    pub fn image_relative(&self) -> std::path::PathBuf {
+        Path::new(&self.0).components().skip(1).collect()
     }
 }
 
