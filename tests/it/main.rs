@@ -17,6 +17,7 @@ mod errors;
 mod hostile;
 mod inspect;
 mod lock;
+mod multiplatform;
 mod oracle;
 mod pip;
 mod pipeline;

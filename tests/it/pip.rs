@@ -322,6 +322,62 @@ fn arm64_images_get_aarch64_wheels() {
     );
 }
 
+/// One build for amd64 and arm64 (issue 16): each platform gets its own wheels (pyyaml's
+/// extension is an x86_64 ELF in one image and an aarch64 ELF in the other); a pure-Python
+/// wheel's layer is the same blob in both.
+#[test]
+fn a_two_platform_build_gets_each_platform_its_wheels() {
+    let ctx = TestContext::new();
+    let spec = pip_spec(&ctx, "environment.yml", PIP);
+    let out = ctx.path("img");
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--base",
+        "scratch",
+        "--big-package-threshold",
+        "1KiB",
+        "--output",
+        out.to_str().unwrap(),
+        "--tag",
+        "t",
+    ]));
+    let mut layers_of = Vec::new();
+    for (arch, machine) in [("amd64", 62), ("arm64", 183)] {
+        let m = platform_manifest(&out, arch);
+        let entries = manifest_entries(&out, &m);
+        let so: Vec<&Entry> = entries
+            .iter()
+            .filter(|e| e.path.contains("/site-packages/yaml/") && e.path.ends_with(".so"))
+            .collect();
+        assert!(!so.is_empty(), "{arch}: pyyaml's extension is missing");
+        for e in so {
+            assert_eq!(elf_machine(&e.data), machine, "{arch}: {}", e.path);
+        }
+        layers_of.push(m);
+    }
+    // six is pure Python: its layer (over the 1 KiB threshold, so its own) is one blob.
+    let six_layer = |m: &serde_json::Value| {
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| {
+                let one = serde_json::json!({ "layers": [l] });
+                let entries = manifest_entries(&out, &one);
+                entries
+                    .iter()
+                    .any(|e| e.path.ends_with("site-packages/six.py"))
+                    && !entries.iter().any(|e| e.path.contains("/yaml/"))
+            })
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+    };
+    let amd = six_layer(&layers_of[0]).expect("six has a layer of its own on amd64");
+    assert_eq!(Some(amd), six_layer(&layers_of[1]));
+}
+
 #[test]
 fn bad_pip_lines_fail_with_specific_errors_and_leave_nothing() {
     let ctx = TestContext::new();

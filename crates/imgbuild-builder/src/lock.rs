@@ -208,9 +208,53 @@ pub fn parse_lock(
         }
     };
     if records.is_empty() {
-        return Err(invalid(format!("no packages for {subdir}")));
+        return Err(LockError::NoPlatform {
+            path: path.to_path_buf(),
+            subdir: subdir.to_string(),
+            platform: platform.to_string(),
+        });
     }
     Ok(finish(format, records))
+}
+
+/// The platforms the lock at `path` has packages for (for pixi.lock, in `environment`), in
+/// the order [`TargetPlatform::ALL`] lists them. An `@EXPLICIT` file names at most one
+/// (`# platform:`); without that line, the platform its packages' subdirs name (linux/amd64
+/// when they are all noarch).
+pub fn lock_platforms(
+    path: &Path,
+    environment: Option<&str>,
+) -> Result<Vec<TargetPlatform>, LockError> {
+    let text = crate::bounded::read(path, crate::bounded::LOCK)
+        .map_err(|source| LockError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .map_err(|too_much| LockError::Invalid {
+            path: path.to_path_buf(),
+            message: too_much.to_string(),
+        })?;
+    let mut found = Vec::new();
+    for platform in TargetPlatform::ALL {
+        match parse_lock(&text, path, environment, platform) {
+            Ok(locked) if locked.format == LockFormat::Explicit => {
+                if locked
+                    .records
+                    .iter()
+                    .any(|r| r.package_record.subdir == platform.subdir().as_str())
+                {
+                    found.push(platform);
+                }
+            }
+            Ok(_) => found.push(platform),
+            Err(LockError::NoPlatform { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if found.is_empty() && text.lines().any(|l| l.trim() == "@EXPLICIT") {
+        found.push(TargetPlatform::LinuxAmd64);
+    }
+    Ok(found)
 }
 
 fn finish(format: LockFormat, mut records: Vec<RepoDataRecord>) -> LockedEnvironment {
@@ -334,12 +378,10 @@ fn read_explicit(
         })?;
     if let Some(p) = spec.platform {
         if p != platform.subdir() {
-            return Err(LockError::Invalid {
+            return Err(LockError::NoPlatform {
                 path: path.to_path_buf(),
-                message: format!(
-                    "the file is for {p}, but the target is {}",
-                    platform.subdir()
-                ),
+                subdir: platform.subdir().to_string(),
+                platform: platform.to_string(),
             });
         }
     }

@@ -15,9 +15,13 @@ pub struct ImageOptions {
     pub prefix: Option<String>,
     pub cuda: Option<String>,
     pub glibc: Option<String>,
-    /// The first one is built; `imgbuild lock` solves them all.
+    /// Built (and locked) for each: several make an image index.
     #[serde(default)]
     pub platforms: Vec<String>,
+    /// `cuda` and `glibc` for one platform, where they differ from the ones above, keyed by
+    /// the platform as `platforms` names it: `platform-options: {linux/arm64: {cuda: "12.2"}}`.
+    #[serde(default)]
+    pub platform_options: std::collections::BTreeMap<String, PlatformOptions>,
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
     pub user: Option<String>,
@@ -26,6 +30,14 @@ pub struct ImageOptions {
     pub env: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// What `x-imgbuild: platform-options:` may set for one platform.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformOptions {
+    pub cuda: Option<String>,
+    pub glibc: Option<String>,
 }
 
 /// A parsed `environment.yml`.
@@ -138,9 +150,9 @@ impl EnvSpec {
                 "x-imgbuild" => {
                     spec.image = serde_yaml::from_value(value).map_err(|e| {
                         invalid(format!(
-                        "x-imgbuild: {e} (keys: base, prefix, cuda, glibc, platforms, entrypoint, \
-                             cmd, user, workdir, env, labels)"
-                    ))
+                            "x-imgbuild: {e} (keys: base, prefix, cuda, glibc, platforms, \
+                             platform-options, entrypoint, cmd, user, workdir, env, labels)"
+                        ))
                     })?
                 }
                 // Keys conda itself writes that have no meaning for an image build.

@@ -20,7 +20,7 @@ pub const DEFAULT_GLIBC: &str = "2.28";
 pub const DEFAULT_LINUX: &str = "5.10";
 
 /// A supported target platform.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TargetPlatform {
     LinuxAmd64,
     LinuxArm64,
@@ -28,6 +28,9 @@ pub enum TargetPlatform {
 }
 
 impl TargetPlatform {
+    /// Every platform imgbuild builds for.
+    pub const ALL: [Self; 3] = [Self::LinuxAmd64, Self::LinuxArm64, Self::LinuxPpc64le];
+
     /// The platform of the machine imgbuild runs on, where it is one of the targets.
     pub fn host() -> Self {
         match std::env::consts::ARCH {

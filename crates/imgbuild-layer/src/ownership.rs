@@ -128,7 +128,7 @@ impl PartialOrd for OwnerLabel {
 
 impl PartialEq<&str> for OwnerLabel {
     fn eq(&self, other: &&str) -> bool {
-        self.to_string() == *other
+        other.parse::<OwnerLabel>().is_ok_and(|o| o == *self)
     }
 }
 

@@ -4,15 +4,15 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use crate::image::BuiltImage;
+use crate::index::Built;
 use crate::layout::{single_image_index, OCI_LAYOUT_FILE};
 use crate::{BlobStore, OciError};
 
-/// Writes `image` as an OCI archive at `path` (via a temporary file, renamed when complete).
+/// Writes `image` (an image or an index) as an OCI archive at `path` (via a temporary file, renamed when complete).
 pub fn write_archive(
     path: &Path,
     store: &BlobStore,
-    image: &BuiltImage,
+    image: &Built,
     tags: &[String],
 ) -> Result<(), OciError> {
     let dir = match path.parent() {
@@ -30,12 +30,7 @@ pub fn write_archive(
         tar.mode(tar::HeaderMode::Deterministic);
         append_dir(&mut tar, "blobs/").map_err(io)?;
         append_dir(&mut tar, "blobs/sha256/").map_err(io)?;
-        let mut blobs: Vec<_> = image
-            .blobs
-            .iter()
-            .chain([&image.manifest_digest])
-            .copied()
-            .collect();
+        let mut blobs = image.blobs();
         blobs.sort();
         blobs.dedup();
         for blob in &blobs {

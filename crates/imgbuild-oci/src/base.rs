@@ -48,3 +48,52 @@ impl BaseImage {
             .collect()
     }
 }
+
+impl BaseImage {
+    /// This image as something to push or write out: its manifest (read from its source)
+    /// with `platform`.
+    pub fn as_built(
+        &self,
+        platform: &crate::ImagePlatform,
+    ) -> Result<crate::Built, crate::OciError> {
+        let bytes = self.source.read(&self.manifest_digest)?;
+        let manifest: oci_spec::image::ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|e| crate::OciError::Invalid {
+                path: self.source.path(&self.manifest_digest),
+                what: "image manifest",
+                message: e.to_string(),
+            })?;
+        let digest_of = |d: &Descriptor| {
+            d.digest()
+                .to_string()
+                .parse::<Digest>()
+                .map_err(|e| crate::OciError::Invalid {
+                    path: self.source.path(&self.manifest_digest),
+                    what: "descriptor",
+                    message: e.to_string(),
+                })
+        };
+        let config_digest = digest_of(manifest.config())?;
+        let mut blobs = vec![config_digest];
+        for layer in manifest.layers() {
+            blobs.push(digest_of(layer)?);
+        }
+        let descriptor = oci_spec::image::DescriptorBuilder::default()
+            .media_type(oci_spec::image::MediaType::ImageManifest)
+            .digest(self.manifest_digest.to_oci())
+            .size(bytes.len() as u64)
+            .build()
+            .map_err(|e| crate::OciError::Invalid {
+                path: self.source.path(&self.manifest_digest),
+                what: "descriptor",
+                message: e.to_string(),
+            })?;
+        Ok(crate::Built::Image(Box::new(crate::BuiltImage {
+            manifest: descriptor,
+            manifest_digest: self.manifest_digest,
+            config_digest,
+            blobs,
+            platform: platform.clone(),
+        })))
+    }
+}

@@ -64,7 +64,7 @@ pub struct LayerBlob {
 }
 
 /// Target platform of the image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImagePlatform {
     /// `linux`
     pub os: String,

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{
     Descriptor, ImageConfiguration, ImageIndex, ImageIndexBuilder, ImageManifest, MediaType,
-    PlatformBuilder, ANNOTATION_REF_NAME,
+    ANNOTATION_REF_NAME,
 };
 
 use crate::base::BaseImage;
 use crate::canonical::to_canonical_json;
-use crate::image::{BuiltImage, ImagePlatform};
+use crate::image::ImagePlatform;
+use crate::index::Built;
 use crate::{BlobStore, Digest, OciError};
 
 /// The `oci-layout` file every layout carries.
@@ -144,6 +145,26 @@ pub fn find_manifest(
     )
 }
 
+/// The platforms of the index that `tag` (or the only entry) names in the layout at `dir`, in
+/// its order; `None` when the entry is a plain image manifest.
+pub fn entry_platforms(
+    dir: &Path,
+    tag: Option<&str>,
+) -> Result<Option<Vec<ImagePlatform>>, OciError> {
+    let entry = find_entry(dir, tag)?;
+    if entry.media_type() != &MediaType::ImageIndex {
+        return Ok(None);
+    }
+    let digest = checked_digest(&entry, dir)?;
+    let index: ImageIndex = parse(&BlobStore::new(dir).read(&digest)?, dir, "image index")?;
+    Ok(Some(
+        crate::index::index_entries(&index)
+            .into_iter()
+            .map(|e| e.platform)
+            .collect(),
+    ))
+}
+
 fn ref_name(d: &Descriptor) -> Option<&str> {
     d.annotations()
         .as_ref()
@@ -216,21 +237,9 @@ fn resolve_platform(
         })
 }
 
-/// The index.json entries for `image` under each tag (one untagged entry when there are none).
-fn index_entries(image: &BuiltImage, tags: &[String]) -> Result<Vec<Descriptor>, OciError> {
-    let mut platform = PlatformBuilder::default()
-        .os(image.platform.os.as_str())
-        .architecture(image.platform.architecture.as_str());
-    if let Some(v) = &image.platform.variant {
-        platform = platform.variant(v.clone());
-    }
-    let platform = platform.build().map_err(|e| OciError::Invalid {
-        path: PathBuf::new(),
-        what: "platform",
-        message: e.to_string(),
-    })?;
-    let mut base = image.manifest.clone();
-    base.set_platform(Some(platform));
+/// The index.json entries for `built` under each tag (one untagged entry when there are none).
+fn index_entries(built: &Built, tags: &[String]) -> Result<Vec<Descriptor>, OciError> {
+    let base = built.descriptor()?;
     if tags.is_empty() {
         return Ok(vec![base]);
     }
@@ -309,9 +318,9 @@ pub fn check_tag(tag: &str) -> Result<(), OciError> {
     Ok(())
 }
 
-/// The bytes of the index.json for a layout that holds only `image`.
-pub fn single_image_index(image: &BuiltImage, tags: &[String]) -> Result<Vec<u8>, OciError> {
-    index_bytes(index_entries(image, tags)?)
+/// The bytes of the index.json for a layout that holds only `built`.
+pub fn single_image_index(built: &Built, tags: &[String]) -> Result<Vec<u8>, OciError> {
+    index_bytes(index_entries(built, tags)?)
 }
 
 /// What is at an output path today.
@@ -345,7 +354,8 @@ pub fn check_output_dir(dir: &Path) -> Result<OutputDir, OciError> {
     }
 }
 
-/// Writes `image` (whose blobs are in `store`) into the layout at `dir` under `tags`.
+/// Writes `image` (an image or an index, whose blobs are in `store`) into the layout at `dir`
+/// under `tags`.
 ///
 /// A missing or empty `dir` becomes a new layout; an existing layout gets the image added, and
 /// any entry already carrying one of `tags` is replaced. Anything else is refused. Builds that
@@ -354,7 +364,7 @@ pub fn check_output_dir(dir: &Path) -> Result<OutputDir, OciError> {
 pub fn write_layout(
     dir: &Path,
     store: &BlobStore,
-    image: &BuiltImage,
+    image: &Built,
     tags: &[String],
 ) -> Result<(), OciError> {
     let parent = match dir.parent() {
@@ -446,13 +456,13 @@ fn write_locked(
     parent: &Path,
     temp_prefix: &str,
     store: &BlobStore,
-    image: &BuiltImage,
+    image: &Built,
     tags: &[String],
 ) -> Result<(), OciError> {
     if check_output_dir(dir)? == OutputDir::Layout {
         let target = BlobStore::new(dir);
-        for blob in image.blobs.iter().chain([&image.manifest_digest]) {
-            target.import(store, blob, false)?;
+        for blob in image.blobs() {
+            target.import(store, &blob, false)?;
         }
         let mut index = read_index(dir)?;
         let ours = index_entries(image, tags)?;
@@ -461,7 +471,7 @@ fn write_locked(
             .iter()
             .filter(|d| match ref_name(d) {
                 Some(name) => !tags.iter().any(|t| t == name),
-                None => !(tags.is_empty() && d.digest() == image.manifest.digest()),
+                None => !(tags.is_empty() && d.digest().to_string() == image.digest().to_string()),
             })
             .cloned()
             .collect();
@@ -478,8 +488,8 @@ fn write_locked(
         .tempdir_in(parent)
         .map_err(|e| OciError::io(parent, e))?;
     let target = BlobStore::new(staging.path());
-    for blob in image.blobs.iter().chain([&image.manifest_digest]) {
-        target.import(store, blob, false)?;
+    for blob in image.blobs() {
+        target.import(store, &blob, false)?;
     }
     write_file(&staging.path().join("oci-layout"), OCI_LAYOUT_FILE)?;
     write_file(

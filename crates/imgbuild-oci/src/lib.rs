@@ -2,7 +2,8 @@
 //!
 //! The model: every blob (layer, config, manifest) lives in a content-addressed
 //! [`BlobStore`]. [`image::assemble`] turns layer blobs (plus an optional [`BaseImage`]) into a
-//! config and a manifest in that store; [`layout::write_layout`] and
+//! config and a manifest in that store, and [`index::assemble_index`] several platforms' images
+//! into an image index; [`layout::write_layout`] and
 //! [`archive::write_archive`] then publish the image by linking or copying blobs out of it.
 //! [`registry`] pushes images (and their referrers) over the distribution API, and
 //! [`pull_image`] pulls a base image through it. [`BaseImage`] is an image to build on,
@@ -22,6 +23,7 @@ mod canonical;
 pub mod digest;
 mod error;
 pub mod image;
+pub mod index;
 pub mod inspect;
 pub mod layout;
 mod progress;
@@ -36,6 +38,7 @@ pub use canonical::to_canonical_json;
 pub use digest::Digest;
 pub use error::OciError;
 pub use image::{BuiltImage, Compression, ImagePlatform, LayerBlob, RuntimeConfig};
+pub use index::{assemble_index, Built, BuiltIndex};
 pub use progress::TransferProgress;
 pub use pull::pull_image;
 pub use time::rfc3339_utc;

@@ -13,7 +13,8 @@ use imgbuild_layer::{BuiltEnvironment, EnvironmentCache, WriteOptions, WrittenLa
 use imgbuild_oci::pull_image;
 use imgbuild_oci::registry::ClientOptions;
 use imgbuild_oci::{
-    archive, image, layout, BaseImage, BlobStore, BuiltImage, ImagePlatform, TransferProgress,
+    archive, assemble_index, image, layout, BaseImage, BlobStore, Built, BuiltImage, ImagePlatform,
+    TransferProgress,
 };
 
 use crate::environment::{build_environment, PipStep};
@@ -21,7 +22,7 @@ use crate::error::{BaseError, PipelineError};
 use crate::observer::{ByteCounter, Observer, Silent, Stage};
 use crate::plan::{BaseSource, BuildPlan, Outputs, PipOptions, Source};
 use crate::push::{client_for, push_all, Attachment};
-use crate::report::{BuildReport, Downloads, EnvironmentOrigin, LayerReport, Stages};
+use crate::report::{BuildReport, Downloads, EnvironmentOrigin, IndexReport, LayerReport, Stages};
 use crate::resolve::{self, Resolved, UvFinder};
 use crate::sbom_layer;
 
@@ -103,18 +104,138 @@ impl Builder {
         plan: &BuildPlan,
         outputs: &Outputs,
     ) -> Result<BuildReport, PipelineError> {
-        let result = self.build_inner(plan, outputs).await;
+        let report = self
+            .build_platforms(std::slice::from_ref(plan), outputs, VersionSkew::Refuse)
+            .await?;
+        let IndexReport {
+            mut images, pushes, ..
+        } = report;
+        let mut image = images.pop().expect("one plan, one image");
+        image.pushes = pushes;
+        Ok(image)
+    }
+
+    /// Builds one image per plan (plans that differ only in their target, one per platform)
+    /// and writes them to `outputs`: a single plan as a plain image, several as an image
+    /// index listing each platform's manifest. Every platform is resolved before anything is
+    /// installed, so that packages whose versions differ between platforms are refused (or,
+    /// with [`VersionSkew::Allow`], warned about) before any work.
+    pub async fn build_platforms(
+        &self,
+        plans: &[BuildPlan],
+        outputs: &Outputs,
+        skew: VersionSkew,
+    ) -> Result<IndexReport, PipelineError> {
+        let result = self.build_all(plans, outputs, skew).await;
         self.observer.finished();
         result
     }
 
-    async fn build_inner(
+    async fn build_all(
+        &self,
+        plans: &[BuildPlan],
+        outputs: &Outputs,
+        skew: VersionSkew,
+    ) -> Result<IndexReport, PipelineError> {
+        let started = Instant::now();
+        check_outputs(outputs)?;
+        check_platforms(plans)?;
+        let mut prepared = Vec::with_capacity(plans.len());
+        for plan in plans {
+            prepared.push(self.prepare(plan, outputs).await?);
+        }
+        let mut skew_warnings = Vec::new();
+        if prepared.len() > 1 {
+            let differences = version_skew(&prepared);
+            if !differences.is_empty() {
+                match skew {
+                    VersionSkew::Refuse => return Err(PipelineError::VersionSkew { differences }),
+                    VersionSkew::Allow => {
+                        let warning = format!(
+                            "package versions differ between platforms: {}",
+                            differences.join("; ")
+                        );
+                        tracing::warn!("{warning}");
+                        skew_warnings.push(warning);
+                    }
+                }
+            }
+        }
+        let mut images = Vec::with_capacity(prepared.len());
+        for (plan, prep) in plans.iter().zip(prepared) {
+            images.push(self.platform_image(plan, outputs, prep).await?);
+        }
+        let store = BlobStore::new(self.cache.root());
+        let built = match images.as_slice() {
+            [one] => Built::Image(Box::new(one.built.clone())),
+            _ => Built::Index(
+                assemble_index(&store, images.iter().map(|i| i.built.clone()).collect())
+                    .map_err(PipelineError::Index)?,
+            ),
+        };
+        let write_started = Instant::now();
+        write_outputs(&store, &built, outputs)?;
+        let written = write_started.elapsed();
+
+        let mut pushes = Vec::new();
+        let mut pushed = Duration::ZERO;
+        if !outputs.push.is_empty() {
+            let push_started = Instant::now();
+            let uploads = Arc::new(TransferProgress::default());
+            self.observer.stage(
+                Stage::Pushing,
+                &[ByteCounter::transfer("pushing", &uploads)],
+            );
+            let bases: Vec<&BaseImage> = images.iter().filter_map(|i| i.base.as_ref()).collect();
+            let attachments: Vec<Attachment> = plans
+                .iter()
+                .zip(&images)
+                .map(|(plan, i)| Attachment {
+                    subject: i.built.manifest_digest,
+                    artifact_type: plan.sbom_format.media_type(),
+                    bytes: &i.sbom,
+                })
+                .collect();
+            pushes = push_all(
+                &store,
+                &built,
+                &outputs.push,
+                &bases,
+                &self.registry,
+                &attachments,
+                Some(&uploads),
+            )
+            .await?;
+            pushed = push_started.elapsed();
+        }
+        let single = images.len() == 1;
+        let reports = images
+            .into_iter()
+            .map(|mut i| {
+                i.report.stages.push(("write", written));
+                if single && !pushed.is_zero() {
+                    i.report.stages.push(("push", pushed));
+                }
+                i.report.warnings.extend(skew_warnings.iter().cloned());
+                i.report.elapsed = started.elapsed();
+                i.report
+            })
+            .collect();
+        Ok(IndexReport {
+            digest: built.digest(),
+            images: reports,
+            pushes,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// One platform's first stages: its base image and its resolved packages.
+    async fn prepare(
         &self,
         plan: &BuildPlan,
         outputs: &Outputs,
-    ) -> Result<BuildReport, PipelineError> {
+    ) -> Result<Prepared, PipelineError> {
         let started = Instant::now();
-        check_outputs(outputs)?;
         let run = Run::new(self, plan)?;
         let mut stages = Stages::new(started);
 
@@ -143,7 +264,30 @@ impl Builder {
             .into_iter()
             .collect();
         stages.mark("resolve");
+        Ok(Prepared {
+            run,
+            base,
+            resolved,
+            warnings,
+            stages,
+        })
+    }
 
+    /// One platform's image, assembled in the cache's blob store (not yet written out).
+    async fn platform_image(
+        &self,
+        plan: &BuildPlan,
+        outputs: &Outputs,
+        prep: Prepared,
+    ) -> Result<PlatformImage, PipelineError> {
+        let Prepared {
+            run,
+            base,
+            resolved,
+            warnings,
+            mut stages,
+        } = prep;
+        let mut uv = UvFinder::new(&plan.pip, self.cache.root());
         let (environment, origin, pip_time) =
             self.environment(&run, plan, &resolved, &mut uv).await?;
         let downloads = run.downloads();
@@ -154,33 +298,8 @@ impl Builder {
         let (built, layers, sbom) =
             self.image(&run, plan, outputs, &resolved, environment, base.as_ref())?;
         stages.mark("sbom+config");
-        write_outputs(&run.store, &built, outputs)?;
-        stages.mark("write");
-
-        let mut pushes = Vec::new();
-        if !outputs.push.is_empty() {
-            let uploads = Arc::new(TransferProgress::default());
-            self.observer.stage(
-                Stage::Pushing,
-                &[ByteCounter::transfer("pushing", &uploads)],
-            );
-            pushes = push_all(
-                &run.store,
-                &built.manifest_digest,
-                &outputs.push,
-                base.as_ref(),
-                &self.registry,
-                Some(Attachment {
-                    artifact_type: plan.sbom_format.media_type(),
-                    bytes: &sbom,
-                }),
-                Some(&uploads),
-            )
-            .await?;
-            stages.mark("push");
-        }
-
-        Ok(BuildReport {
+        let report = BuildReport {
+            platform: plan.target.platform,
             manifest_digest: built.manifest_digest,
             conda_packages: resolved.records.len(),
             pip_packages: resolved.pip.len(),
@@ -196,10 +315,16 @@ impl Builder {
                 .collect(),
             environment: origin,
             downloads,
-            pushes,
+            pushes: Vec::new(),
             warnings,
             stages: stages.into_vec(),
-            elapsed: started.elapsed(),
+            elapsed: Duration::ZERO,
+        };
+        Ok(PlatformImage {
+            built,
+            base,
+            sbom,
+            report,
         })
     }
 
@@ -373,6 +498,77 @@ pub fn open_cache(dir: &Path) -> Result<(CacheDir, CacheRun, Sweep), PipelineErr
     Ok((CacheDir::new(root), run, sweep))
 }
 
+/// One platform after [`Builder::prepare`].
+struct Prepared {
+    run: Run,
+    base: Option<BaseImage>,
+    resolved: Resolved,
+    warnings: Vec<String>,
+    stages: Stages,
+}
+
+/// One platform's image, with what its outputs and report need.
+struct PlatformImage {
+    built: BuiltImage,
+    base: Option<BaseImage>,
+    sbom: Vec<u8>,
+    report: BuildReport,
+}
+
+/// What to do when the platforms of one build resolve to different versions of a package.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VersionSkew {
+    /// Refuse the build, naming each difference (as apko does).
+    #[default]
+    Refuse,
+    /// Build anyway and warn, listing the differences.
+    Allow,
+}
+
+/// Each platform at most once.
+fn check_platforms(plans: &[BuildPlan]) -> Result<(), PipelineError> {
+    assert!(!plans.is_empty(), "a build has at least one plan");
+    let mut seen = std::collections::HashSet::new();
+    for plan in plans {
+        if !seen.insert(plan.target.platform) {
+            return Err(PipelineError::PlatformTwice {
+                platform: plan.target.platform.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The packages (conda and pip) that more than one platform has, in different versions:
+/// `numpy: 1.26.4 on linux/amd64, 1.26.3 on linux/arm64`, sorted by name.
+fn version_skew(prepared: &[Prepared]) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let mut versions: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for prep in prepared {
+        let platform = prep.run.platform.to_string();
+        for r in &prep.resolved.records {
+            versions
+                .entry(r.package_record.name.as_normalized().to_string())
+                .or_default()
+                .push((r.package_record.version.to_string(), platform.clone()));
+        }
+        for p in &prep.resolved.pip {
+            versions
+                .entry(format!("pip:{}", p.name))
+                .or_default()
+                .push((p.version.clone(), platform.clone()));
+        }
+    }
+    versions
+        .into_iter()
+        .filter(|(_, v)| v.iter().any(|(version, _)| *version != v[0].0))
+        .map(|(name, v)| {
+            let list: Vec<String> = v.iter().map(|(ver, p)| format!("{ver} on {p}")).collect();
+            format!("{name}: {}", list.join(", "))
+        })
+        .collect()
+}
+
 /// What one build shares between its stages.
 struct Run {
     ctx: Context,
@@ -434,12 +630,8 @@ fn scratch_warning(resolved: &Resolved) -> Option<String> {
     Some(warning)
 }
 
-/// Writes the image to the layout and archive `outputs` name.
-fn write_outputs(
-    store: &BlobStore,
-    built: &BuiltImage,
-    outputs: &Outputs,
-) -> Result<(), PipelineError> {
+/// Writes the image (or index) to the layout and archive `outputs` name.
+fn write_outputs(store: &BlobStore, built: &Built, outputs: &Outputs) -> Result<(), PipelineError> {
     if let Some(out) = &outputs.layout {
         layout::write_layout(out, store, built, &outputs.tags).map_err(|source| {
             PipelineError::WriteLayout {

@@ -12,6 +12,17 @@ use imgbuild_oci::OciError;
 pub enum PipelineError {
     #[error("nothing to write: no image layout, archive or registry to push to")]
     NothingToWrite,
+    #[error("{platform} is asked for twice")]
+    PlatformTwice { platform: String },
+    /// Platforms resolved to different versions of packages they share.
+    #[error(
+        "the platforms would get different versions of the same packages: {}; pin them in \
+         the spec to versions every platform has",
+        .differences.join("; ")
+    )]
+    VersionSkew { differences: Vec<String> },
+    #[error(transparent)]
+    Index(imgbuild_oci::index::IndexError),
     /// The base image could not be read (from its layout or registry).
     #[error("cannot use the base image {base}")]
     Base {

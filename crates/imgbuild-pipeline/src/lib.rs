@@ -38,7 +38,7 @@ mod report;
 mod resolve;
 mod sbom_layer;
 
-pub use builder::{human_bytes, oci_platform, open_cache, Builder};
+pub use builder::{human_bytes, oci_platform, open_cache, Builder, VersionSkew};
 pub use env_key::{environment_key, EnvironmentKey};
 pub use error::{BaseError, PipelineError};
 pub use observer::{ByteCounter, Observer, Silent, Stage};
@@ -46,5 +46,7 @@ pub use plan::{
     BadBase, BaseSource, BuildPlan, Outputs, PipOptions, Source, DEFAULT_BASE, DEFAULT_PREFIX,
 };
 pub use push::{client_for, push_all, Attachment};
-pub use report::{Attached, BuildReport, Downloads, EnvironmentOrigin, LayerReport, PushReport};
+pub use report::{
+    Attached, BuildReport, Downloads, EnvironmentOrigin, IndexReport, LayerReport, PushReport,
+};
 pub use resolve::Resolved;

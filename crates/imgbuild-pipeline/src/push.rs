@@ -1,19 +1,21 @@
-//! Pushing an image from a blob store to registries, with its SBOM attached: for `build` and
-//! for `push`.
+//! Pushing an image or index from a blob store to registries, with each image's SBOM attached:
+//! for `build` and for `push`.
 
 use std::collections::HashMap;
 
 use imgbuild_oci::registry::{
-    attach_artifact, push_image, ClientOptions, Reference, RegistryClient,
+    attach_artifact, push_built, ClientOptions, Reference, RegistryClient,
 };
-use imgbuild_oci::{BaseImage, BlobStore, Digest, TransferProgress};
+use imgbuild_oci::{BaseImage, BlobStore, Built, Digest, TransferProgress};
 
 use crate::error::PipelineError;
 use crate::report::{Attached, PushReport};
 
-/// An artifact to attach to a pushed image (the SBOM): its media type and bytes.
+/// An artifact to attach to a pushed image (the SBOM): the image manifest it is about, its
+/// media type and bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Attachment<'a> {
+    pub subject: Digest,
     pub artifact_type: &'a str,
     pub bytes: &'a [u8],
 }
@@ -30,16 +32,16 @@ pub fn client_for(
     )?)
 }
 
-/// Pushes `manifest` from `store` to every target, sharing one client per registry, and
-/// attaches `attachment` to it in each repository. Blobs of `base` are mounted from its
-/// repository where it lives on the target's registry.
+/// Pushes `built` from `store` to every target, sharing one client per registry, and
+/// attaches each of `attachments` to its subject in each repository. Blobs of `bases` are
+/// mounted from their repository where it is on the target's registry.
 pub async fn push_all(
     store: &BlobStore,
-    manifest: &Digest,
+    built: &Built,
     targets: &[Reference],
-    base: Option<&BaseImage>,
+    bases: &[&BaseImage],
     options: &ClientOptions,
-    attachment: Option<Attachment<'_>>,
+    attachments: &[Attachment<'_>],
     progress: Option<&TransferProgress>,
 ) -> Result<Vec<PushReport>, PipelineError> {
     let mut clients: HashMap<String, RegistryClient> = HashMap::new();
@@ -49,52 +51,52 @@ pub async fn push_all(
             clients.insert(target.registry.clone(), client_for(target, options)?);
         }
         let client = &clients[&target.registry];
-        let mount_from = mounts(base, target);
-        let summary = push_image(client, store, manifest, target, &mount_from, progress)
+        let mount_from = mounts(bases, target);
+        let summary = push_built(client, store, built, target, &mount_from, progress)
             .await
             .map_err(|source| PipelineError::Push {
                 target: target.to_string(),
                 source,
             })?;
         tracing::debug!("pushed {target}");
-        let attached = match attachment {
-            Some(a) => {
-                let (digest, mode) = attach_artifact(
-                    client,
-                    store,
-                    &target.repository,
-                    manifest,
-                    a.artifact_type,
-                    a.bytes,
-                )
-                .await
-                .map_err(|source| PipelineError::Attach {
-                    target: target.to_string(),
-                    source,
-                })?;
-                Some(Attached {
-                    artifact_type: a.artifact_type.to_string(),
-                    digest,
-                    mode,
-                })
-            }
-            None => None,
-        };
+        let mut attached = Vec::new();
+        for a in attachments {
+            let (digest, mode) = attach_artifact(
+                client,
+                store,
+                &target.repository,
+                &a.subject,
+                a.artifact_type,
+                a.bytes,
+            )
+            .await
+            .map_err(|source| PipelineError::Attach {
+                target: target.to_string(),
+                source,
+            })?;
+            attached.push(Attached {
+                subject: a.subject,
+                artifact_type: a.artifact_type.to_string(),
+                digest,
+                mode,
+            });
+        }
         reports.push(PushReport { summary, attached });
     }
     Ok(reports)
 }
 
-/// The base's layers that `target` can mount rather than upload: those of a base on the same
+/// The bases' layers that `target` can mount rather than upload: those of a base on the same
 /// registry, from the base's repository.
-fn mounts(base: Option<&BaseImage>, target: &Reference) -> HashMap<Digest, String> {
-    base.and_then(|b| b.origin.as_ref().map(|o| (b, o)))
+fn mounts(bases: &[&BaseImage], target: &Reference) -> HashMap<Digest, String> {
+    bases
+        .iter()
+        .filter_map(|b| b.origin.as_ref().map(|o| (b, o)))
         .filter(|(_, origin)| origin.registry == target.registry)
-        .map(|(b, origin)| {
+        .flat_map(|(b, origin)| {
             b.layer_digests()
                 .into_iter()
                 .map(|d| (d, origin.repository.clone()))
-                .collect()
         })
-        .unwrap_or_default()
+        .collect()
 }

@@ -7,9 +7,23 @@ use imgbuild_layer::LayerOrigin;
 use imgbuild_oci::registry::{PushSummary, ReferrersMode};
 use imgbuild_oci::Digest;
 
-/// What [`crate::Builder::build`] did.
+/// What [`crate::Builder::build_platforms`] did: the image or index, each platform's report,
+/// the pushes.
+#[derive(Debug, Clone)]
+pub struct IndexReport {
+    /// The index's digest, or the image manifest's for a single platform.
+    pub digest: Digest,
+    /// One per platform, in the order of the plans.
+    pub images: Vec<BuildReport>,
+    /// One per registry pushed to, in the order of [`crate::Outputs::push`].
+    pub pushes: Vec<PushReport>,
+    pub elapsed: Duration,
+}
+
+/// What [`crate::Builder::build`] did (and, per platform, [`crate::Builder::build_platforms`]).
 #[derive(Debug, Clone)]
 pub struct BuildReport {
+    pub platform: imgbuild_builder::TargetPlatform,
     /// The image manifest's digest: the image's identity.
     pub manifest_digest: Digest,
     pub conda_packages: usize,
@@ -18,7 +32,8 @@ pub struct BuildReport {
     pub layers: Vec<LayerReport>,
     pub environment: EnvironmentOrigin,
     pub downloads: Downloads,
-    /// One per registry pushed to, in the order of [`crate::Outputs::push`].
+    /// One per registry pushed to, in the order of [`crate::Outputs::push`] (empty per
+    /// platform of an index: its pushes are the [`IndexReport`]'s).
     pub pushes: Vec<PushReport>,
     /// What the build warned about (also logged as it happened).
     pub warnings: Vec<String>,
@@ -89,12 +104,15 @@ pub struct Downloads {
 #[derive(Debug, Clone)]
 pub struct PushReport {
     pub summary: PushSummary,
-    pub attached: Option<Attached>,
+    /// The SBOM attached to each image pushed.
+    pub attached: Vec<Attached>,
 }
 
 /// An artifact attached to a pushed image.
 #[derive(Debug, Clone)]
 pub struct Attached {
+    /// The image manifest it is attached to.
+    pub subject: Digest,
     pub artifact_type: String,
     pub digest: Digest,
     pub mode: ReferrersMode,

@@ -52,6 +52,24 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Compare an image with a reference image (e.g. one built on an Anaconda base).
     Compare(CompareArgs),
+    /// Merge images pushed by digest (one per platform, e.g. from a CI matrix) into one image
+    /// index under a tag, without downloading their layers.
+    Index(IndexArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IndexArgs {
+    /// The index to write: REGISTRY/REPOSITORY:TAG.
+    #[arg(value_name = "REFERENCE")]
+    pub reference: String,
+
+    /// An image (or index) to include, by digest: REGISTRY/REPOSITORY@sha256:…, on the same
+    /// registry. Repeat it; the index lists them in this order.
+    #[arg(long = "add", value_name = "REFERENCE@DIGEST", required = true)]
+    pub add: Vec<String>,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// Where `inspect` and `compare` read images from, and how.
@@ -161,9 +179,10 @@ pub struct PushArgs {
     #[arg(value_name = "REFERENCE")]
     pub reference: String,
 
-    /// Platform to pick when the layout entry is an image index.
-    #[arg(long, default_value = "linux/amd64")]
-    pub platform: String,
+    /// Push only this platform's image when the layout entry is an image index. Default: the
+    /// whole index (each platform's image, then the index).
+    #[arg(long)]
+    pub platform: Option<String>,
 
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -218,10 +237,17 @@ pub struct BuildArgs {
     #[arg(long)]
     pub allow_sdist: bool,
 
-    /// Target platform: linux/amd64, linux/arm64 (or conda subdirs linux-64, linux-aarch64).
-    /// Default: the spec's x-imgbuild platforms[0], else linux/amd64.
+    /// Target platform: linux/amd64, linux/arm64, linux/ppc64le (or conda subdirs linux-64,
+    /// linux-aarch64, linux-ppc64le). Repeat it or give a comma list for an image index of
+    /// several platforms. Default: the spec's x-imgbuild platforms; for --lock, every platform
+    /// of the lock; else linux/amd64.
+    #[arg(long = "platform", value_name = "PLATFORM", value_delimiter = ',')]
+    pub platforms: Vec<String>,
+
+    /// Build several platforms even when they resolve to different versions of a package
+    /// (the differences are listed as a warning). Default: such a build is refused.
     #[arg(long)]
-    pub platform: Option<String>,
+    pub allow_version_skew: bool,
 
     /// Where the environment lives inside the image. Default: x-imgbuild prefix, else /opt/conda.
     #[arg(long)]

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         Some(Command::Lock(args)) => runtime.block_on(commands::lock::run(args)),
         Some(Command::Inspect(args)) => runtime.block_on(commands::inspect::run_inspect(args)),
         Some(Command::Compare(args)) => runtime.block_on(commands::inspect::run_compare(args)),
+        Some(Command::Index(args)) => runtime.block_on(commands::index::run(args)),
         None => runtime.block_on(commands::build::run(cli.build, output)),
     };
     match result {

@@ -2,7 +2,7 @@
 //! the layer table and summary on stderr, or the same as JSON log events.
 
 use imgbuild_oci::registry::{referrers_tag, ReferrersMode};
-use imgbuild_pipeline::{human_bytes, BuildReport, Outputs, PushReport};
+use imgbuild_pipeline::{human_bytes, BuildReport, IndexReport, Outputs, PushReport};
 
 /// How the build talks to its user.
 #[derive(Debug, Clone, Copy)]
@@ -15,15 +15,38 @@ pub struct Output {
     pub json_logs: bool,
 }
 
-/// Prints a finished build.
-pub fn print_build(report: &BuildReport, outputs: &Outputs, output: Output) {
+/// Prints a finished build: for an index, its digest and each platform's, then each
+/// platform's layers and summary.
+pub fn print_build(report: &IndexReport, outputs: &Outputs, output: Output) {
     print_pushes(&report.pushes);
-    println!("digest: {}", report.manifest_digest);
+    println!("digest: {}", report.digest);
+    let several = report.images.len() > 1;
+    if several {
+        for image in &report.images {
+            println!("platform {}: {}", image.platform, image.manifest_digest);
+        }
+    }
+    for image in &report.images {
+        if several && !output.json_logs {
+            eprintln!("{}:", image.platform);
+        }
+        print_image(image, outputs, output);
+    }
+    for warning in report.images.first().map_or(&[][..], |i| &i.warnings[..]) {
+        if several && warning.starts_with("package versions differ") {
+            eprintln!("warning: {warning}");
+        }
+    }
+}
+
+fn print_image(report: &BuildReport, outputs: &Outputs, output: Output) {
     let stages = stages_line(report);
+    let platform = report.platform.to_string();
     if output.json_logs {
         // CI reads these: one object per layer, then the summary, with numbers as numbers.
         for (i, l) in report.layers.iter().enumerate() {
             tracing::info!(
+                platform,
                 layer = i + 1,
                 digest = %l.digest,
                 size = l.size,
@@ -33,6 +56,7 @@ pub fn print_build(report: &BuildReport, outputs: &Outputs, output: Output) {
             );
         }
         tracing::info!(
+            platform,
             digest = %report.manifest_digest,
             packages = report.conda_packages + report.pip_packages,
             conda_packages = report.conda_packages,
@@ -98,16 +122,23 @@ pub fn print_pushes(pushes: &[PushReport]) {
             s.present.blobs,
             s.present.bytes
         );
-        if let Some(a) = &p.attached {
+        for a in &p.attached {
+            let to = if a.subject == s.manifest_digest {
+                s.reference.to_string()
+            } else {
+                format!(
+                    "{}/{}@{}",
+                    s.reference.registry, s.reference.repository, a.subject
+                )
+            };
             println!(
-                "attached {} {} to {} ({})",
+                "attached {} {} to {to} ({})",
                 a.artifact_type,
                 a.digest,
-                s.reference,
                 match a.mode {
                     ReferrersMode::Api => "referrers API".to_string(),
                     ReferrersMode::TagSchema =>
-                        format!("referrers tag {}", referrers_tag(&s.manifest_digest)),
+                        format!("referrers tag {}", referrers_tag(&a.subject)),
                 }
             );
         }

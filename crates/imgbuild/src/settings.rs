@@ -13,7 +13,7 @@ use imgbuild_layer::PlanOptions;
 use imgbuild_oci::registry::{ClientOptions, Credentials, Reference};
 use imgbuild_oci::{Compression, RuntimeConfig};
 use imgbuild_pipeline::{
-    BaseSource, BuildPlan, Outputs, PipOptions, Source, DEFAULT_BASE, DEFAULT_PREFIX,
+    BaseSource, BuildPlan, Outputs, PipOptions, Source, VersionSkew, DEFAULT_BASE, DEFAULT_PREFIX,
 };
 
 use crate::args::{BuildArgs, CompressionArg, RegistryArgs, SbomFormatArg};
@@ -21,7 +21,9 @@ use crate::args::{BuildArgs, CompressionArg, RegistryArgs, SbomFormatArg};
 /// Everything `build` was asked for, checked.
 #[derive(Debug)]
 pub struct BuildSettings {
-    pub plan: BuildPlan,
+    /// One per platform, in the order asked for; they differ only in their target.
+    pub plans: Vec<BuildPlan>,
+    pub skew: VersionSkew,
     pub outputs: Outputs,
     pub registry: ClientOptions,
     /// The base as the user wrote it (for messages).
@@ -40,17 +42,7 @@ pub fn build_settings(args: &BuildArgs, source_date_epoch: Option<&str>) -> Resu
         .or(image.base.clone())
         .unwrap_or_else(|| DEFAULT_BASE.to_string());
     let base: BaseSource = base_text.parse().context("invalid --base")?;
-    let platform: TargetPlatform = args
-        .platform
-        .clone()
-        .or(image.platforms.first().cloned())
-        .unwrap_or_else(|| "linux/amd64".to_string())
-        .parse()?;
-    let target = Target::new(
-        platform,
-        args.glibc.as_deref().or(image.glibc.as_deref()),
-        args.cuda.as_deref().or(image.cuda.as_deref()),
-    )?;
+    let targets = targets(args, &image)?;
     let prefix = match (&args.prefix, &image.prefix) {
         (Some(flag), _) => InstallPrefix::parse(flag)
             .map_err(|e| anyhow::anyhow!("invalid --prefix '{}': {}", e.prefix, e.why))?,
@@ -74,7 +66,7 @@ pub fn build_settings(args: &BuildArgs, source_date_epoch: Option<&str>) -> Resu
     let plan = BuildPlan {
         source,
         base,
-        target,
+        target: targets[0].clone(),
         prefix,
         runtime,
         layers: PlanOptions {
@@ -104,12 +96,79 @@ pub fn build_settings(args: &BuildArgs, source_date_epoch: Option<&str>) -> Resu
         max_package_size: parse_size(&args.max_package_size)
             .context("invalid --max-package-size")?,
     };
+    let plans = targets
+        .into_iter()
+        .map(|target| BuildPlan {
+            target,
+            ..plan.clone()
+        })
+        .collect();
     Ok(BuildSettings {
-        plan,
+        plans,
+        skew: match args.allow_version_skew {
+            true => VersionSkew::Allow,
+            false => VersionSkew::Refuse,
+        },
         outputs,
         registry,
         base_text,
     })
+}
+
+/// The platforms to build, each with its `cuda` and `glibc`: `--platform` (repeated or a comma
+/// list), else `x-imgbuild: platforms`, else every platform of `--lock`, else linux/amd64.
+/// `--cuda`/`--glibc` apply to every platform; else `x-imgbuild: platform-options` for the
+/// platform, else the spec's `cuda`/`glibc`.
+fn targets(args: &BuildArgs, image: &ImageOptions) -> Result<Vec<Target>> {
+    let named = |names: &[String]| -> Result<Vec<(TargetPlatform, String)>> {
+        names
+            .iter()
+            .map(|n| Ok((n.trim().parse::<TargetPlatform>()?, n.trim().to_string())))
+            .collect()
+    };
+    let platforms = if !args.platforms.is_empty() {
+        named(&args.platforms)?
+    } else if !image.platforms.is_empty() {
+        named(&image.platforms)?
+    } else if let Some(lock) = &args.lock {
+        let found = imgbuild_builder::lock::lock_platforms(lock, args.environment.as_deref())?;
+        found.into_iter().map(|p| (p, p.to_string())).collect()
+    } else {
+        vec![(TargetPlatform::LinuxAmd64, "linux/amd64".to_string())]
+    };
+    if platforms.is_empty() {
+        bail!("the lock file has packages for no platform imgbuild builds");
+    }
+    for name in image.platform_options.keys() {
+        let p: TargetPlatform = name
+            .parse()
+            .with_context(|| format!("x-imgbuild platform-options: '{name}'"))?;
+        if !platforms.iter().any(|(q, _)| *q == p) {
+            tracing::warn!("x-imgbuild platform-options names {name}, which is not built");
+        }
+    }
+    platforms
+        .into_iter()
+        .map(|(platform, _)| {
+            let own = image
+                .platform_options
+                .iter()
+                .find(|(k, _)| k.parse::<TargetPlatform>().ok() == Some(platform))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            Ok(Target::new(
+                platform,
+                args.glibc
+                    .as_deref()
+                    .or(own.glibc.as_deref())
+                    .or(image.glibc.as_deref()),
+                args.cuda
+                    .as_deref()
+                    .or(own.cuda.as_deref())
+                    .or(image.cuda.as_deref()),
+            )?)
+        })
+        .collect()
 }
 
 /// Where the image goes, checked before any work: something to write, tags a layout can
@@ -278,7 +337,7 @@ mod tests {
     #[test]
     fn x_imgbuild_wins_over_defaults() {
         let s = settings(SPEC, &[]).unwrap();
-        let p = &s.plan;
+        let p = &s.plans[0];
         assert_eq!(
             p.base,
             BaseSource::Layout {
@@ -320,7 +379,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let p = &s.plan;
+        let p = &s.plans[0];
         assert_eq!(p.base, BaseSource::Scratch);
         assert_eq!(p.prefix.as_str(), "/opt/x");
         assert_eq!(p.target.platform, TargetPlatform::LinuxAmd64);
@@ -347,7 +406,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        let p = &s.plan;
+        let p = &s.plans[0];
         assert_eq!(p.base, DEFAULT_BASE.parse().unwrap());
         assert_eq!(p.prefix.as_str(), DEFAULT_PREFIX);
         assert_eq!(p.target.platform, TargetPlatform::LinuxAmd64);
@@ -369,9 +428,77 @@ mod tests {
     }
 
     #[test]
+    fn every_platform_gets_a_plan_with_its_own_cuda_and_glibc() {
+        const MULTI: &str = "channels: [https://example.invalid/c]\ndependencies: [python]\n\
+            x-imgbuild:\n  platforms: [linux/amd64, linux/arm64]\n  cuda: '11.8'\n  \
+            platform-options:\n    linux/arm64: {cuda: '12.2', glibc: '2.34'}\n";
+        let s = settings(MULTI, &[]).unwrap();
+        let targets: Vec<_> = s
+            .plans
+            .iter()
+            .map(|p| {
+                (
+                    p.target.platform,
+                    p.target.cuda.as_ref().map(|v| v.to_string()),
+                    p.target.glibc.to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                (
+                    TargetPlatform::LinuxAmd64,
+                    Some("11.8".to_string()),
+                    imgbuild_builder::target::DEFAULT_GLIBC.to_string()
+                ),
+                (
+                    TargetPlatform::LinuxArm64,
+                    Some("12.2".to_string()),
+                    "2.34".to_string()
+                ),
+            ]
+        );
+        // Flags win over both, for every platform; a comma list and repeats both work.
+        let s = settings(
+            MULTI,
+            &["--platform", "linux/arm64,linux/ppc64le", "--cuda", "12.0"],
+        )
+        .unwrap();
+        let got: Vec<_> = s
+            .plans
+            .iter()
+            .map(|p| {
+                (
+                    p.target.platform,
+                    p.target.cuda.as_ref().map(|v| v.to_string()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (TargetPlatform::LinuxArm64, Some("12.0".to_string())),
+                (TargetPlatform::LinuxPpc64le, Some("12.0".to_string())),
+            ]
+        );
+        let s = settings(
+            SPEC,
+            &["--platform", "linux/amd64", "--platform", "linux/arm64"],
+        )
+        .unwrap();
+        assert_eq!(s.plans.len(), 2);
+        assert_eq!(s.skew, VersionSkew::Refuse);
+        let s = settings(SPEC, &["--allow-version-skew"]).unwrap();
+        assert_eq!(s.skew, VersionSkew::Allow);
+        // Everything but the target is the same in every plan.
+        assert!(settings(MULTI, &["--platform", "linux/s390x"]).is_err());
+    }
+
+    #[test]
     fn sizes_and_bad_values_are_refused_with_the_flag() {
         let s = settings(SPEC, &["--big-package-threshold", "1MiB"]).unwrap();
-        assert_eq!(s.plan.layers.big_package_threshold, 1 << 20);
+        assert_eq!(s.plans[0].layers.big_package_threshold, 1 << 20);
         let err = settings(SPEC, &["--max-package-size", "lots"]).unwrap_err();
         assert!(format!("{err:#}").contains("--max-package-size"), "{err:#}");
         let err = settings(SPEC, &["--env", "=x"]).unwrap_err();

@@ -192,7 +192,7 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn text(s: String, placeholder: bool, executable: bool) -> Content {
+pub fn text(s: String, placeholder: bool, executable: bool) -> Content {
     Content::File {
         bytes: s.into_bytes(),
         executable,

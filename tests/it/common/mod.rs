@@ -212,7 +212,29 @@ pub struct Entry {
 
 /// Every entry of every layer, in order, for assertions on the image's file system.
 pub fn layer_entries(layout: &Path) -> Vec<Entry> {
-    let m = manifest(layout);
+    manifest_entries(layout, &manifest(layout))
+}
+
+/// The image manifest for `architecture` of the index the layout's first entry names.
+pub fn platform_manifest(layout: &Path, architecture: &str) -> Value {
+    let index = read_json(&layout.join("index.json"));
+    let entry = &index["manifests"][0];
+    assert_eq!(
+        entry["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{index}"
+    );
+    let nested = read_json(&blob(layout, entry["digest"].as_str().unwrap()));
+    let found = nested["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == architecture)
+        .unwrap_or_else(|| panic!("no {architecture} manifest in {nested}"));
+    read_json(&blob(layout, found["digest"].as_str().unwrap()))
+}
+
+/// Every entry of every layer of `manifest` (whose blobs are in `layout`), in order.
+pub fn manifest_entries(layout: &Path, m: &Value) -> Vec<Entry> {
     let mut out = Vec::new();
     for layer in m["layers"].as_array().unwrap() {
         let path = blob(layout, layer["digest"].as_str().unwrap());
@@ -257,17 +279,29 @@ pub fn layer_entries(layout: &Path) -> Vec<Entry> {
 /// under a lower-case name (podman names `oci:` images after their path, which must be
 /// lower-case, and temp dirs are not) and is removed afterwards.
 pub fn podman_run(layout: &Path, tag: &str, args: &[&str]) -> Output {
+    podman_run_platform(layout, tag, None, args)
+}
+
+/// [`podman_run`] of the image for `arch` (`arm64`) of an index: copied for that architecture
+/// and run with `--platform linux/ARCH` (under qemu, through binfmt_misc, for a foreign one).
+pub fn podman_run_platform(layout: &Path, tag: &str, arch: Option<&str>, args: &[&str]) -> Output {
     let name = format!(
-        "localhost/imgbuild-it-{}-{}:latest",
+        "localhost/imgbuild-it-{}-{}-{}:latest",
         tag.replace(':', "-"),
+        arch.unwrap_or("host"),
         std::process::id()
     );
+    let pick = arch.map_or(String::new(), |a| format!("--override-arch {a} "));
     sh(&format!(
-        "skopeo copy oci:{}:{tag} containers-storage:{name}",
+        "skopeo copy {pick}oci:{}:{tag} containers-storage:{name}",
         layout.display()
     ));
+    let platform: Vec<String> = arch
+        .map(|a| vec!["--platform".to_string(), format!("linux/{a}")])
+        .unwrap_or_default();
     let out = Command::new("podman")
         .args(["--runtime", "runc", "run", "--rm", "--network", "none"])
+        .args(&platform)
         .args([
             "--ulimit",
             "nofile=1024:1024",

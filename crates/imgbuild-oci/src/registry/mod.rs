@@ -1,7 +1,9 @@
-//! Talking to OCI registries (the distribution API): references, credentials, push and pull.
+//! Talking to OCI registries (the distribution API): references, credentials, push and pull,
+//! and merging pushed images into an index.
 
 mod auth;
 mod client;
+mod merge;
 mod push;
 mod reference;
 mod referrers;
@@ -10,7 +12,8 @@ use std::path::PathBuf;
 
 pub use auth::{resolve_credentials, CredentialSource, Credentials};
 pub use client::{ClientOptions, RegistryClient, CHUNK_SIZE};
-pub use push::{push_image, PushSummary, Tally, CONCURRENT_UPLOADS};
+pub use merge::{merge_index, MergeError, Merged};
+pub use push::{push_built, push_image, PushSummary, Tally, CONCURRENT_UPLOADS};
 pub use reference::{ParseReferenceError, Reference, DOCKER_HUB};
 pub use referrers::{attach_artifact, referrers_tag, ReferrersMode};
 
@@ -36,7 +39,7 @@ pub enum RegistryError {
     /// from; `None` means there were none to send.
     #[error(
         "registry {registry} refused access to repository '{repository}': {}",
-        match rejected {
+        match rejected.as_deref() {
             Some((user, source)) => format!(
                 "the registry rejected the credentials for user '{user}' from {source}; \
                  check the user name and password"
@@ -47,7 +50,7 @@ pub enum RegistryError {
     Unauthorized {
         registry: String,
         repository: String,
-        rejected: Option<(String, CredentialSource)>,
+        rejected: Option<Box<(String, CredentialSource)>>,
     },
     #[error("registry {registry} denied access to repository '{repository}' ({message}); check that this account may push there")]
     Denied {

@@ -143,3 +143,71 @@ pub async fn push_image(
         .await?;
     Ok(summary)
 }
+
+/// Pushes `built` to `reference`: an image as [`push_image`] does; an index as each of its
+/// images by digest (so a client that pulls one platform finds it), then the index under
+/// `reference`'s tag. The summary counts every image's blobs; its `manifest_digest` is the
+/// index's.
+pub async fn push_built(
+    client: &RegistryClient,
+    store: &BlobStore,
+    built: &crate::Built,
+    reference: &Reference,
+    mount_from: &HashMap<Digest, String>,
+    progress: Option<&TransferProgress>,
+) -> Result<PushSummary, RegistryError> {
+    let index = match built {
+        crate::Built::Image(image) => {
+            return push_image(
+                client,
+                store,
+                &image.manifest_digest,
+                reference,
+                mount_from,
+                progress,
+            )
+            .await
+        }
+        crate::Built::Index(index) => index,
+    };
+    let mut summary = PushSummary {
+        reference: reference.clone(),
+        manifest_digest: index.digest,
+        uploaded: Tally::default(),
+        mounted: Tally::default(),
+        present: Tally::default(),
+    };
+    for image in &index.images {
+        let by_digest = Reference {
+            tag: None,
+            digest: Some(image.manifest_digest),
+            ..reference.clone()
+        };
+        let one = push_image(
+            client,
+            store,
+            &image.manifest_digest,
+            &by_digest,
+            mount_from,
+            progress,
+        )
+        .await?;
+        for (total, part) in [
+            (&mut summary.uploaded, one.uploaded),
+            (&mut summary.mounted, one.mounted),
+            (&mut summary.present, one.present),
+        ] {
+            total.blobs += part.blobs;
+            total.bytes += part.bytes;
+        }
+    }
+    client
+        .put_manifest(
+            &reference.repository,
+            &reference.manifest_reference(),
+            "application/vnd.oci.image.index.v1+json",
+            Bytes::from(store.read(&index.digest)?),
+        )
+        .await?;
+    Ok(summary)
+}

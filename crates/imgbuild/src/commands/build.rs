@@ -19,7 +19,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
             output.draw_progress,
         )));
     let report = builder
-        .build(&settings.plan, &settings.outputs)
+        .build_platforms(&settings.plans, &settings.outputs, settings.skew)
         .await
         .map_err(|e| with_flags(e, &settings))?;
     printer::print_build(&report, &settings.outputs, output);
@@ -30,7 +30,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
 fn with_flags(err: PipelineError, settings: &BuildSettings) -> anyhow::Error {
     match err {
         PipelineError::Base { source, .. } => {
-            let hint = match settings.plan.base {
+            let hint = match settings.plans[0].base {
                 BaseSource::Registry(_) => {
                     " (for a build without a registry, use --base scratch or --base oci:DIR[:TAG])"
                 }

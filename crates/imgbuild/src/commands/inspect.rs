@@ -9,7 +9,7 @@ use imgbuild_layer::report::{Comparison, ImageReport};
 use imgbuild_oci::inspect::{layer_infos, LayerKind};
 use imgbuild_oci::pull_image;
 use imgbuild_oci::registry::Reference;
-use imgbuild_oci::{archive, BaseImage, BlobStore};
+use imgbuild_oci::{archive, BaseImage, BlobStore, ImagePlatform};
 use tempfile::TempDir;
 
 use crate::args::{CompareArgs, InspectArgs, ReadImageArgs};
@@ -19,6 +19,10 @@ use imgbuild_pipeline::{client_for, human_bytes as human, oci_platform};
 struct Loaded {
     image: BaseImage,
     blobs: BlobStore,
+    /// The platforms of the index the name pointed at (`None`: a plain image).
+    platforms: Option<Vec<ImagePlatform>>,
+    /// The platform reported on.
+    platform: ImagePlatform,
     _unpacked: Option<TempDir>,
 }
 
@@ -46,6 +50,8 @@ async fn load(name: &str, args: &ReadImageArgs) -> Result<Loaded> {
         return Ok(Loaded {
             image,
             blobs,
+            platforms: imgbuild_oci::layout::entry_platforms(&dir, tag.as_deref())?,
+            platform,
             _unpacked: None,
         });
     }
@@ -62,6 +68,8 @@ async fn load(name: &str, args: &ReadImageArgs) -> Result<Loaded> {
         return Ok(Loaded {
             image,
             blobs,
+            platforms: imgbuild_oci::layout::entry_platforms(temp.path(), tag.as_deref())?,
+            platform,
             _unpacked: Some(temp),
         });
     }
@@ -88,9 +96,16 @@ async fn load(name: &str, args: &ReadImageArgs) -> Result<Loaded> {
             }
         }
     }
+    let (top, _) = client
+        .get_manifest(&reference.repository, &reference.manifest_reference())
+        .await
+        .with_context(|| format!("cannot read image {name}"))?;
+    let platforms = imgbuild_oci::index::index_platforms(&top);
     Ok(Loaded {
         image,
         blobs: store,
+        platforms,
+        platform,
         _unpacked: None,
     })
 }
@@ -108,6 +123,15 @@ pub async fn run_inspect(args: InspectArgs) -> Result<()> {
         return Ok(());
     }
     println!("{}  {}", r.image, r.manifest_digest);
+    if let Some(platforms) = &loaded.platforms {
+        let listed: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+        println!(
+            "an index of {} platforms: {}; this report is {} (choose with --platform)",
+            platforms.len(),
+            listed.join(", "),
+            loaded.platform
+        );
+    }
     println!(
         "{:>3}  {:<19}  {:>10}  {:>12}  holds",
         "#", "layer", "compressed", "uncompressed"

@@ -27,7 +27,7 @@ impl RegistryClient {
             rejected: self
                 .creds
                 .as_ref()
-                .map(|(c, source)| (c.username.clone(), source.clone())),
+                .map(|(c, source)| Box::new((c.username.clone(), source.clone()))),
         }
     }
 

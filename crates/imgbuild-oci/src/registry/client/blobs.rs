@@ -210,7 +210,7 @@ impl RegistryClient {
         if Digest::from_hasher(hasher) != *digest {
             return Err(RegistryError::CorruptBlob {
                 path: path.to_path_buf(),
-                digest: digest.clone(),
+                digest: *digest,
             });
         }
         location
