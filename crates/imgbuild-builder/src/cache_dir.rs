@@ -56,8 +56,24 @@ impl CacheDir {
         &self.root
     }
 
+    /// The package cache for linux/amd64 builds (and the solver's).
     pub fn packages(&self) -> PathBuf {
         self.root.join(PKGS)
+    }
+
+    /// The package cache for builds of `platform`. rattler's cache names an entry after the
+    /// package's name, version and build only, and one name-version-build can be two
+    /// different archives on two platforms (`_openmp_mutex-4.5-2_gnu` is, on conda-forge):
+    /// one directory for both would have each platform's build find the other's files,
+    /// throw them away and fetch its own again. So each platform has its own (linux/amd64
+    /// keeps `pkgs`, where caches made before multi-platform builds have it); a noarch
+    /// package is kept once per platform.
+    pub fn packages_for(&self, platform: crate::TargetPlatform) -> PathBuf {
+        match platform {
+            crate::TargetPlatform::LinuxAmd64 => self.packages(),
+            crate::TargetPlatform::LinuxArm64 => self.root.join(PKGS_AARCH64),
+            crate::TargetPlatform::LinuxPpc64le => self.root.join(PKGS_PPC64LE),
+        }
     }
 
     pub fn repodata(&self) -> PathBuf {
@@ -91,6 +107,8 @@ impl CacheDir {
 }
 
 const PKGS: &str = "pkgs";
+const PKGS_AARCH64: &str = "pkgs-linux-aarch64";
+const PKGS_PPC64LE: &str = "pkgs-linux-ppc64le";
 const REPODATA: &str = "repodata";
 const WHEELS: &str = "wheels";
 const UV: &str = "uv";
@@ -155,7 +173,7 @@ fn is_leftover(dir: &str, name: &str) -> bool {
                 || name.ends_with(".incomplete")
         }
         // rattler extracts a package into `.<name>-<version>-<build><random>` and renames it.
-        PKGS => name.starts_with('.') && name != ".cache.lock",
+        PKGS | PKGS_AARCH64 | PKGS_PPC64LE => name.starts_with('.') && name != ".cache.lock",
         _ => false,
     }
 }
@@ -164,7 +182,16 @@ fn is_leftover(dir: &str, name: &str) -> bool {
 /// that cannot be removed stays and is logged, it does not fail the build.
 fn sweep(cache_dir: &Path) -> (usize, u64) {
     let (mut entries, mut bytes) = (0, 0);
-    for dir in [BLOBS, LAYERS, ENVIRONMENTS, WHEELS, STAGING, PKGS] {
+    for dir in [
+        BLOBS,
+        LAYERS,
+        ENVIRONMENTS,
+        WHEELS,
+        STAGING,
+        PKGS,
+        PKGS_AARCH64,
+        PKGS_PPC64LE,
+    ] {
         let Ok(listing) = std::fs::read_dir(cache_dir.join(dir)) else {
             continue;
         };

@@ -142,7 +142,8 @@ pub async fn install(
     staging: Staging,
     on_linked: Option<OnLinked>,
 ) -> Result<StagingRoot, BuildError> {
-    let cache = ctx.package_cache();
+    let cache = ctx.package_cache_for(platform);
+    let packages_dir = ctx.cache().packages_for(platform);
     // rattler's cache updates an entry in place only under the cache's global lock (its
     // per-package metadata files are not locks): without it, two builds sharing a cache
     // directory extract the same package at once and one fails renaming its temporary copy
@@ -151,10 +152,11 @@ pub async fn install(
         .acquire_global_lock()
         .await
         .map_err(|source| BuildError::CacheLock {
-            path: ctx.cache().packages(),
+            path: packages_dir.clone(),
             source,
         })?;
-    let fetched = try_join_all(records.iter().map(|r| fetch(ctx, &cache, r))).await?;
+    let fetched =
+        try_join_all(records.iter().map(|r| fetch(ctx, &cache, &packages_dir, r))).await?;
     let mut installed_sizes = HashMap::new();
     let mut all_paths = Vec::with_capacity(records.len());
     for (record, meta) in records.iter().zip(&fetched) {
@@ -273,6 +275,7 @@ pub async fn install(
 async fn fetch(
     ctx: &Context,
     cache: &PackageCache,
+    packages_dir: &Path,
     record: &RepoDataRecord,
 ) -> Result<CacheMetadata, BuildError> {
     let fetch_error = |source: Arc<dyn std::error::Error + Send + Sync>| BuildError::Fetch {
@@ -286,7 +289,7 @@ async fn fetch(
         sha256: record.package_record.sha256.map(|h| h.into()),
         client: ctx.client.clone(),
         progress: ctx.download_progress.clone(),
-        downloads_dir: ctx.cache().packages(),
+        downloads_dir: packages_dir.to_path_buf(),
         max_bytes: ctx.max_package_size,
     });
     let result = cache
@@ -317,7 +320,7 @@ async fn fetch(
         if !matches!(failure, FetchFailure::Download(_) | FetchFailure::Io { .. }) {
             // Refused or not what was promised: leave no trace of it in the package cache
             // (rattler's cache removed the extraction; its metadata file stays otherwise).
-            let entry = ctx.cache().packages().join(label(record));
+            let entry = packages_dir.join(label(record));
             let mut lock = entry.into_os_string();
             lock.push(".lock");
             let _ = std::fs::remove_file(lock);

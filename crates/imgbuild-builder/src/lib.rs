@@ -92,4 +92,9 @@ impl Context {
     pub(crate) fn package_cache(&self) -> PackageCache {
         PackageCache::new(self.cache().packages())
     }
+
+    /// The package cache of `platform`'s builds (see [`cache_dir::CacheDir::packages_for`]).
+    pub(crate) fn package_cache_for(&self, platform: TargetPlatform) -> PackageCache {
+        PackageCache::new(self.cache().packages_for(platform))
+    }
 }

@@ -3,7 +3,7 @@
 
 use oci_spec::image::{Descriptor, ImageConfiguration};
 
-use crate::registry::Reference;
+use crate::reference::Reference;
 use crate::{BlobStore, Digest};
 
 /// An image read from a layout, to build on top of.

@@ -28,6 +28,7 @@ pub mod inspect;
 pub mod layout;
 mod progress;
 mod pull;
+mod reference;
 pub mod registry;
 mod time;
 

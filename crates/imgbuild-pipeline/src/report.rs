@@ -153,6 +153,16 @@ impl Stages {
         self.last = now;
     }
 
+    /// Starts the next stage now: the time since the last mark was another platform's.
+    pub(crate) fn resume(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// The time the stages took, together.
+    pub(crate) fn total(&self) -> Duration {
+        self.done.iter().map(|(_, d)| *d).sum()
+    }
+
     pub(crate) fn into_vec(self) -> Vec<(&'static str, Duration)> {
         self.done
     }

@@ -32,9 +32,26 @@ pub fn print_build(report: &IndexReport, outputs: &Outputs, output: Output) {
         }
         print_image(image, outputs, output);
     }
-    for warning in report.images.first().map_or(&[][..], |i| &i.warnings[..]) {
-        if several && warning.starts_with("package versions differ") {
-            eprintln!("warning: {warning}");
+    if several {
+        let platforms: Vec<String> = report
+            .images
+            .iter()
+            .map(|i| i.platform.to_string())
+            .collect();
+        if output.json_logs {
+            tracing::info!(
+                digest = %report.digest,
+                platforms = %platforms.join(","),
+                seconds = report.elapsed.as_secs_f64(),
+                "index finished"
+            );
+        } else {
+            eprintln!(
+                "built an index of {} platforms ({}) in {:.1?}",
+                platforms.len(),
+                platforms.join(", "),
+                report.elapsed
+            );
         }
     }
 }

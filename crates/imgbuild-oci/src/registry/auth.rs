@@ -165,7 +165,7 @@ fn config_keys(registry: &str) -> Vec<String> {
         format!("https://{registry}/v1/"),
         format!("https://{registry}/v2/"),
     ];
-    if registry == super::reference::DOCKER_HUB {
+    if registry == crate::reference::DOCKER_HUB {
         keys.push("https://index.docker.io/v1/".into());
         keys.push("index.docker.io".into());
     }
@@ -186,7 +186,7 @@ fn helper_get(helper: &str, registry: &str) -> Result<Option<Credentials>, Regis
                 "cannot run {program} (named in Docker's config.json): {e}"
             ))
         })?;
-    let server = if registry == super::reference::DOCKER_HUB {
+    let server = if registry == crate::reference::DOCKER_HUB {
         "https://index.docker.io/v1/".to_string()
     } else {
         registry.to_string()

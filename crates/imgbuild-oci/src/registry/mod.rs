@@ -5,16 +5,15 @@ mod auth;
 mod client;
 mod merge;
 mod push;
-mod reference;
 mod referrers;
 
 use std::path::PathBuf;
 
+pub use crate::reference::{ParseReferenceError, Reference, DOCKER_HUB};
 pub use auth::{resolve_credentials, CredentialSource, Credentials};
 pub use client::{ClientOptions, RegistryClient, CHUNK_SIZE};
 pub use merge::{merge_index, MergeError, Merged};
 pub use push::{push_built, push_image, PushSummary, Tally, CONCURRENT_UPLOADS};
-pub use reference::{ParseReferenceError, Reference, DOCKER_HUB};
 pub use referrers::{attach_artifact, referrers_tag, ReferrersMode};
 
 /// What can go wrong talking to a registry. Messages name the registry and repository and
