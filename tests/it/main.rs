@@ -24,6 +24,7 @@ mod pipeline;
 mod push;
 mod quickstart;
 mod realpkgs;
+mod registry_cache;
 mod sbom;
 mod snapshots;
 mod wheels;

@@ -22,6 +22,10 @@ pub struct ImageOptions {
     /// the platform as `platforms` names it: `platform-options: {linux/arm64: {cuda: "12.2"}}`.
     #[serde(default)]
     pub platform_options: std::collections::BTreeMap<String, PlatformOptions>,
+    /// Registry repositories of the shared environment cache (`--cache-to`, `--cache-from`).
+    pub cache_to: Option<String>,
+    #[serde(default)]
+    pub cache_from: Vec<String>,
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
     pub user: Option<String>,
@@ -151,7 +155,8 @@ impl EnvSpec {
                     spec.image = serde_yaml::from_value(value).map_err(|e| {
                         invalid(format!(
                             "x-imgbuild: {e} (keys: base, prefix, cuda, glibc, platforms, \
-                             platform-options, entrypoint, cmd, user, workdir, env, labels)"
+                             platform-options, cache-to, cache-from, entrypoint, cmd, user, workdir, \
+                             env, labels)"
                         ))
                     })?
                 }

@@ -74,13 +74,31 @@ impl EnvironmentCache {
         write: &WriteOptions,
         store: &BlobStore,
     ) -> Option<BuiltEnvironment> {
-        let entry: Entry = serde_json::from_slice(&fs::read(self.path(key)).ok()?).ok()?;
+        let built = BuiltEnvironment::from_entry(&fs::read(self.path(key)).ok()?, write)?;
+        built
+            .layers
+            .iter()
+            .all(|l| store.contains(&l.blob.digest))
+            .then_some(built)
+    }
+
+    /// Remembers `built` under `key` (temp file + rename). A failure only costs reuse, so it
+    /// is logged, not returned.
+    pub fn put(&self, key: &str, built: &BuiltEnvironment) {
+        crate::write::remember_entry(&self.path(key), &built.entry(), "environment");
+    }
+}
+
+impl BuiltEnvironment {
+    /// The environment an entry (as [`Self::entry_json`] wrote it) describes, its layers
+    /// marked `reused`; `None` when the bytes are not one. Nothing says its blobs exist.
+    pub fn from_entry(bytes: &[u8], write: &WriteOptions) -> Option<Self> {
+        let entry: Entry = serde_json::from_slice(bytes).ok()?;
         let layers = entry
             .layers
             .into_iter()
             .map(|l| {
                 let digest = l.digest.parse().ok()?;
-                store.contains(&digest).then_some(())?;
                 Some(WrittenLayer {
                     blob: LayerBlob {
                         digest,
@@ -104,10 +122,14 @@ impl EnvironmentCache {
         })
     }
 
-    /// Remembers `built` under `key` (temp file + rename). A failure only costs reuse, so it
-    /// is logged, not returned.
-    pub fn put(&self, key: &str, built: &BuiltEnvironment) {
-        let entry = Entry {
+    /// This environment as an entry, the JSON the local and the registry caches keep.
+    pub fn entry_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.entry()).expect("serializable")
+    }
+
+    fn entry(&self) -> Entry {
+        let built = self;
+        Entry {
             layers: built
                 .layers
                 .iter()
@@ -124,7 +146,6 @@ impl EnvironmentCache {
             path_prepend: built.path_prepend.clone(),
             env: built.env.clone(),
             pip_licenses: built.pip_licenses.clone(),
-        };
-        crate::write::remember_entry(&self.path(key), &entry, "environment");
+        }
     }
 }

@@ -122,6 +122,16 @@ pub fn read_files(
     Ok(found)
 }
 
+/// The diff_id of the layer blob at `path`: the sha256 of its tar stream, decompressed as its
+/// OCI `media_type` says. For checking a layer someone else wrote (a registry cache entry).
+pub fn diff_id(path: &Path, media_type: &str) -> Result<imgbuild_oci::Digest, LayerError> {
+    use sha2::Digest as _;
+    let mut tar = open_tar(path, media_type)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut tar, &mut hasher).map_err(|e| LayerError::io(path, e))?;
+    Ok(imgbuild_oci::Digest::from_hasher(hasher))
+}
+
 /// The tar stream inside a layer blob compressed as its OCI `media_type` says.
 fn open_tar(path: &Path, media_type: &str) -> Result<Box<dyn Read>, LayerError> {
     let file = BufReader::new(File::open(path).map_err(|e| LayerError::io(path, e))?);

@@ -1,5 +1,6 @@
 //! [`Builder`]: the build from a [`BuildPlan`] to an image in its [`Outputs`].
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::error::{BaseError, PipelineError};
 use crate::observer::{ByteCounter, Observer, Silent, Stage};
 use crate::plan::{BaseSource, BuildPlan, Outputs, PipOptions, Source};
 use crate::push::{client_for, push_all, Attachment};
+use crate::registry_cache::{self, RegistryCache};
 use crate::report::{BuildReport, Downloads, EnvironmentOrigin, IndexReport, LayerReport, Stages};
 use crate::resolve::{self, Resolved, UvFinder};
 use crate::sbom_layer;
@@ -33,6 +35,7 @@ pub struct Builder {
     _run: CacheRun,
     sweep: Sweep,
     registry: ClientOptions,
+    registry_cache: RegistryCache,
     observer: Arc<dyn Observer>,
 }
 
@@ -47,6 +50,7 @@ impl Builder {
             _run: run,
             sweep,
             registry: ClientOptions::default(),
+            registry_cache: RegistryCache::default(),
             observer: Arc::new(Silent),
         })
     }
@@ -54,6 +58,13 @@ impl Builder {
     /// How registries (the base's, the pushes') are reached.
     pub fn with_registry(mut self, options: ClientOptions) -> Self {
         self.registry = options;
+        self
+    }
+
+    /// Registry repositories to take environments from and keep them in (see
+    /// [`RegistryCache`]).
+    pub fn with_registry_cache(mut self, cache: RegistryCache) -> Self {
+        self.registry_cache = cache;
         self
     }
 
@@ -199,17 +210,53 @@ impl Builder {
                     bytes: &i.sbom,
                 })
                 .collect();
+            let elsewhere = cached_layers(&images);
             pushes = push_all(
                 &store,
                 &built,
                 &outputs.push,
                 &bases,
+                &elsewhere,
                 &self.registry,
                 &attachments,
                 Some(&uploads),
             )
             .await?;
             pushed = push_started.elapsed();
+        }
+        if let Some(to) = &self.registry_cache.to {
+            let created = imgbuild_oci::rfc3339_utc(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+            );
+            for image in &images {
+                // Blobs this build does not hold come from where they are on that registry:
+                // the repository the environment came from, or one it was just pushed to.
+                let mut mount_from = HashMap::new();
+                for (digest, repo) in cached_layers(std::slice::from_ref(image)) {
+                    if repo.registry == to.registry {
+                        mount_from.insert(digest, repo.repository);
+                    }
+                }
+                for target in outputs.push.iter().filter(|t| t.registry == to.registry) {
+                    for l in &image.environment.layers {
+                        mount_from
+                            .entry(l.blob.digest)
+                            .or_insert_with(|| target.repository.clone());
+                    }
+                }
+                registry_cache::remember(
+                    &self.registry_cache,
+                    &self.registry,
+                    image.env_key.as_str(),
+                    &image.environment,
+                    &store,
+                    &mount_from,
+                    &created,
+                )
+                .await;
+            }
         }
         let single = images.len() == 1;
         let reports = images
@@ -294,8 +341,11 @@ impl Builder {
         } = prep;
         stages.resume();
         let mut uv = UvFinder::new(&plan.pip, self.cache.root());
-        let (environment, origin, pip_time) =
-            self.environment(&run, plan, &resolved, &mut uv).await?;
+        let (environment, origin, pip_time) = self
+            .environment(&run, plan, outputs, &resolved, &mut uv)
+            .await?;
+        let env_key = crate::env_key::environment_key(plan, &resolved);
+        let kept = environment.clone();
         let downloads = run.downloads();
         log_downloads(&downloads);
         stages.mark_excluding("environment", &[("pip", pip_time)]);
@@ -332,6 +382,8 @@ impl Builder {
             base,
             sbom,
             report,
+            env_key,
+            environment: kept,
         })
     }
 
@@ -341,6 +393,7 @@ impl Builder {
         &self,
         run: &Run,
         plan: &BuildPlan,
+        outputs: &Outputs,
         resolved: &Resolved,
         uv: &mut UvFinder<'_>,
     ) -> Result<(BuiltEnvironment, EnvironmentOrigin, Duration), PipelineError> {
@@ -352,6 +405,44 @@ impl Builder {
                 hit.layers.len()
             );
             return Ok((hit, EnvironmentOrigin::Cached, Duration::ZERO));
+        }
+        if !self.registry_cache.from.is_empty() {
+            // Layers are needed here for a layout or an archive, or to push to a registry the
+            // cache is not on (a push to the cache's registry mounts them instead).
+            let local = outputs.layout.is_some()
+                || outputs.archive.is_some()
+                || outputs.push.iter().any(|t| {
+                    self.registry_cache
+                        .from
+                        .iter()
+                        .all(|c| c.registry != t.registry)
+                });
+            if let Some(remote) = registry_cache::lookup(
+                &self.registry_cache,
+                &self.registry,
+                env_key.as_str(),
+                &run.write,
+                &run.store,
+                local,
+            )
+            .await
+            {
+                tracing::info!(
+                    "environment taken from the registry cache {}: its {} layers reused, nothing downloaded, installed or written",
+                    remote.repository,
+                    remote.environment.layers.len()
+                );
+                if local {
+                    env_cache.put(env_key.as_str(), &remote.environment);
+                }
+                return Ok((
+                    remote.environment,
+                    EnvironmentOrigin::RegistryCache {
+                        repository: remote.repository,
+                    },
+                    Duration::ZERO,
+                ));
+            }
         }
         let pip_step = if resolved.pip.is_empty() {
             None
@@ -520,6 +611,8 @@ struct PlatformImage {
     base: Option<BaseImage>,
     sbom: Vec<u8>,
     report: BuildReport,
+    env_key: crate::env_key::EnvironmentKey,
+    environment: BuiltEnvironment,
 }
 
 /// What to do when the platforms of one build resolve to different versions of a package.
@@ -530,6 +623,25 @@ pub enum VersionSkew {
     Refuse,
     /// Build anyway and warn, listing the differences.
     Allow,
+}
+
+/// The layers of environments taken from a registry cache, and the repository they are in.
+fn cached_layers(
+    images: &[PlatformImage],
+) -> Vec<(imgbuild_oci::Digest, imgbuild_oci::registry::Reference)> {
+    images
+        .iter()
+        .filter_map(|i| match &i.report.environment {
+            EnvironmentOrigin::RegistryCache { repository } => Some((i, repository)),
+            _ => None,
+        })
+        .flat_map(|(i, repo)| {
+            i.environment
+                .layers
+                .iter()
+                .map(move |l| (l.blob.digest, repo.clone()))
+        })
+        .collect()
 }
 
 /// Each platform at most once.

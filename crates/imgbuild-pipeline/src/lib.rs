@@ -34,6 +34,7 @@ mod error;
 mod observer;
 mod plan;
 mod push;
+mod registry_cache;
 mod report;
 mod resolve;
 mod sbom_layer;
@@ -46,6 +47,7 @@ pub use plan::{
     BadBase, BaseSource, BuildPlan, Outputs, PipOptions, Source, DEFAULT_BASE, DEFAULT_PREFIX,
 };
 pub use push::{client_for, push_all, Attachment};
+pub use registry_cache::RegistryCache;
 pub use report::{
     Attached, BuildReport, Downloads, EnvironmentOrigin, IndexReport, LayerReport, PushReport,
 };

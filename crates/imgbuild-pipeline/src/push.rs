@@ -33,13 +33,16 @@ pub fn client_for(
 }
 
 /// Pushes `built` from `store` to every target, sharing one client per registry, and
-/// attaches each of `attachments` to its subject in each repository. Blobs of `bases` are
-/// mounted from their repository where it is on the target's registry.
+/// attaches each of `attachments` to its subject in each repository. Blobs of `bases`, and
+/// the blobs `elsewhere` names (a registry cache's), are mounted from their repository where
+/// it is on the target's registry.
+#[allow(clippy::too_many_arguments)]
 pub async fn push_all(
     store: &BlobStore,
     built: &Built,
     targets: &[Reference],
     bases: &[&BaseImage],
+    elsewhere: &[(Digest, Reference)],
     options: &ClientOptions,
     attachments: &[Attachment<'_>],
     progress: Option<&TransferProgress>,
@@ -51,7 +54,14 @@ pub async fn push_all(
             clients.insert(target.registry.clone(), client_for(target, options)?);
         }
         let client = &clients[&target.registry];
-        let mount_from = mounts(bases, target);
+        let mut mount_from = mounts(bases, target);
+        for (digest, repo) in elsewhere {
+            if repo.registry == target.registry {
+                mount_from
+                    .entry(*digest)
+                    .or_insert_with(|| repo.repository.clone());
+            }
+        }
         let summary = push_built(client, store, built, target, &mount_from, progress)
             .await
             .map_err(|source| PipelineError::Push {

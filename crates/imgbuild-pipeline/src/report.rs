@@ -82,13 +82,18 @@ impl LayerReport {
 }
 
 /// Where the environment's layers came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvironmentOrigin {
     /// An earlier build made the same environment: nothing installed, read or written.
     Cached,
     /// Installed into a staging root; the counts are rattler's for a reused root (`None` for
     /// a fresh one, where everything is linked).
     Installed { staging: Option<RootUpdate> },
+    /// Another build (another runner) made the same environment and kept it in this
+    /// registry repository (`--cache-from`): nothing installed or written here.
+    RegistryCache {
+        repository: imgbuild_oci::registry::Reference,
+    },
 }
 
 /// Bytes downloaded by the build.

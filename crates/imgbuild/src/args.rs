@@ -244,6 +244,17 @@ pub struct BuildArgs {
     #[arg(long = "platform", value_name = "PLATFORM", value_delimiter = ',')]
     pub platforms: Vec<String>,
 
+    /// Keep the built environment in this registry repository (REGISTRY/REPOSITORY), for
+    /// builds on other machines to take with --cache-from. Default: x-imgbuild cache-to.
+    #[arg(long, value_name = "REPOSITORY")]
+    pub cache_to: Option<String>,
+
+    /// Take the environment from this registry repository when another build kept it there
+    /// (--cache-to): nothing is downloaded, installed or written for it. Repeatable (read in
+    /// order); read-only. Default: x-imgbuild cache-from.
+    #[arg(long, value_name = "REPOSITORY")]
+    pub cache_from: Vec<String>,
+
     /// Build several platforms even when they resolve to different versions of a package
     /// (the differences are listed as a warning). Default: such a build is refused.
     #[arg(long)]

@@ -13,7 +13,8 @@ use imgbuild_layer::PlanOptions;
 use imgbuild_oci::registry::{ClientOptions, Credentials, Reference};
 use imgbuild_oci::{Compression, RuntimeConfig};
 use imgbuild_pipeline::{
-    BaseSource, BuildPlan, Outputs, PipOptions, Source, VersionSkew, DEFAULT_BASE, DEFAULT_PREFIX,
+    BaseSource, BuildPlan, Outputs, PipOptions, RegistryCache, Source, VersionSkew, DEFAULT_BASE,
+    DEFAULT_PREFIX,
 };
 
 use crate::args::{BuildArgs, CompressionArg, RegistryArgs, SbomFormatArg};
@@ -24,6 +25,7 @@ pub struct BuildSettings {
     /// One per platform, in the order asked for; they differ only in their target.
     pub plans: Vec<BuildPlan>,
     pub skew: VersionSkew,
+    pub registry_cache: RegistryCache,
     pub outputs: Outputs,
     pub registry: ClientOptions,
     /// The base as the user wrote it (for messages).
@@ -103,7 +105,31 @@ pub fn build_settings(args: &BuildArgs, source_date_epoch: Option<&str>) -> Resu
             ..plan.clone()
         })
         .collect();
+    let repo = |text: &str, what: &str| -> Result<Reference> {
+        text.parse()
+            .with_context(|| format!("invalid {what} '{text}': expected REGISTRY/REPOSITORY"))
+    };
+    let registry_cache = RegistryCache {
+        to: match (&args.cache_to, &image.cache_to) {
+            (Some(t), _) => Some(repo(t, "--cache-to")?),
+            (None, Some(t)) => Some(repo(t, "x-imgbuild cache-to")?),
+            (None, None) => None,
+        },
+        from: if args.cache_from.is_empty() {
+            image
+                .cache_from
+                .iter()
+                .map(|t| repo(t, "x-imgbuild cache-from"))
+                .collect::<Result<_>>()?
+        } else {
+            args.cache_from
+                .iter()
+                .map(|t| repo(t, "--cache-from"))
+                .collect::<Result<_>>()?
+        },
+    };
     Ok(BuildSettings {
+        registry_cache,
         plans,
         skew: match args.allow_version_skew {
             true => VersionSkew::Allow,

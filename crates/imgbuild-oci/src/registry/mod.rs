@@ -2,6 +2,7 @@
 //! and merging pushed images into an index.
 
 mod auth;
+pub mod cache;
 mod client;
 mod merge;
 mod push;

@@ -15,6 +15,7 @@ pub async fn run(args: BuildArgs, output: Output) -> Result<()> {
     let cache_dir = crate::resolve_cache_dir(args.cache_dir.as_deref())?;
     let builder = Builder::new(&cache_dir)?
         .with_registry(settings.registry.clone())
+        .with_registry_cache(settings.registry_cache.clone())
         .with_observer(Arc::new(crate::progress::ProgressObserver::new(
             output.draw_progress,
         )));

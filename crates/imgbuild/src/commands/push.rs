@@ -74,6 +74,7 @@ pub async fn run(args: PushArgs, draw_progress: bool) -> Result<()> {
         &built,
         &[target],
         &[],
+        &[],
         &options,
         &attachments,
         Some(&uploads),

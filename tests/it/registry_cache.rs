@@ -1,0 +1,186 @@
+//! The registry as a shared environment cache (issue 17, first part): one runner builds and
+//! keeps its environment in a registry repository (`--cache-to`); runners that start with an
+//! empty cache directory take it from there (`--cache-from`) — nothing downloaded, installed
+//! or written — and a poisoned entry (a layer whose diff_id it misstates) is detected when the
+//! layers are downloaded, and ignored.
+
+use crate::common::registry::{Registry, RegistryOptions};
+use crate::common::*;
+
+fn build(ctx: &TestContext, cache: &str, extra: &[&str]) -> std::process::Output {
+    let spec = ctx.spec(&["whereami", "hello-py", "bigdata"]);
+    let mut args = vec![
+        "--spec",
+        spec.to_str().unwrap(),
+        "--base",
+        "scratch",
+        "--big-package-threshold",
+        "1MiB",
+        "--cache-dir",
+    ];
+    let cache = ctx.path(cache);
+    args.push(cache.to_str().unwrap());
+    args.extend_from_slice(extra);
+    ctx.imgbuild(&args)
+}
+
+/// Rewrites the entry in `from` so that its first layer's diff_id is wrong, and puts it (with
+/// its blobs mounted) under the same tag in `to`: what someone with push rights could do.
+fn poison(reg: &Registry, from: &str, to: &str, tag: &str) {
+    let script = format!(
+        r#"
+import hashlib, json, urllib.request as u
+base = "http://{addr}/v2"
+def req(method, url, data=None, headers={{}}):
+    r = u.Request(url, data=data, method=method, headers=headers)
+    return u.urlopen(r)
+accept = {{"Accept": "application/vnd.oci.image.manifest.v1+json"}}
+m = json.load(req("GET", f"{{base}}/{from}/manifests/{tag}", headers=accept))
+entry = json.load(req("GET", f"{{base}}/{from}/blobs/{{m['config']['digest']}}"))
+entry["layers"][0]["diff_id"] = "sha256:" + "0" * 64
+blob = json.dumps(entry).encode()
+digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+loc = req("POST", f"{{base}}/{to}/blobs/uploads/").headers["Location"]
+sep = "&" if "?" in loc else "?"
+loc = loc if loc.startswith("http") else f"http://{addr}{{loc}}"
+req("PUT", f"{{loc}}{{sep}}digest={{digest}}", data=blob, headers={{"Content-Type": "application/octet-stream"}})
+for l in m["layers"]:
+    req("POST", f"{{base}}/{to}/blobs/uploads/?mount={{l['digest']}}&from={from}")
+m["config"]["digest"] = digest
+m["config"]["size"] = len(blob)
+req("PUT", f"{{base}}/{to}/manifests/{tag}", data=json.dumps(m).encode(),
+    headers={{"Content-Type": "application/vnd.oci.image.manifest.v1+json"}})
+"#,
+        addr = reg.addr
+    );
+    let path = std::env::temp_dir().join(format!("imgbuild-poison-{}.py", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    sh(&format!("python3 {}", path.display()));
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
+fn a_runner_with_an_empty_cache_takes_the_environment_from_the_registry() {
+    let reg = Registry::start(RegistryOptions::default());
+    let ctx = TestContext::new();
+    let cache_repo = format!("{}/ml/cache", reg.addr);
+    let insecure = ["--insecure-registry", reg.addr.as_str()];
+
+    // Runner A builds, pushes and keeps its environment in the cache repository.
+    let tag_a = format!("{}/ml/env:a", reg.addr);
+    let a = build(
+        &ctx,
+        "cache-a",
+        &[
+            &["--tag", &tag_a, "--push", "--cache-to", &cache_repo][..],
+            &insecure,
+        ]
+        .concat(),
+    );
+    assert_ok(&a);
+    let digest = pushed_digest(&a, &tag_a);
+    let tags = sh(&format!(
+        "skopeo list-tags --tls-verify=false docker://{cache_repo}"
+    ));
+    let entry_tag = serde_json::from_str::<serde_json::Value>(&tags).unwrap()["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .find(|t| t.starts_with("env-"))
+        .unwrap_or_else(|| panic!("no entry in {tags}"))
+        .to_string();
+
+    // Runner B: an empty cache directory, the same spec: the environment comes from the
+    // registry; no package is downloaded, nothing installed; the push finds every blob there.
+    let tag_b = format!("{}/ml/env:b", reg.addr);
+    let b = build(
+        &ctx,
+        "cache-b",
+        &[
+            &["--tag", &tag_b, "--push", "--cache-from", &cache_repo][..],
+            &insecure,
+        ]
+        .concat(),
+    );
+    assert_ok(&b);
+    assert_eq!(pushed_digest(&b, &tag_b), digest, "the same image");
+    let log = stderr(&b);
+    assert!(
+        log.contains("environment taken from the registry cache"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("downloaded ") && !log.contains("installed into"),
+        "{log}"
+    );
+    assert!(
+        push_summary(&b, &tag_b).contains("uploaded 0 blobs"),
+        "{}",
+        push_summary(&b, &tag_b)
+    );
+    let pkgs = ctx.path("cache-b/pkgs");
+    assert!(
+        !pkgs.exists()
+            || std::fs::read_dir(&pkgs).unwrap().all(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')),
+        "packages were fetched into {}",
+        pkgs.display()
+    );
+
+    // Runner C writes a layout: the layers are downloaded from the cache (digest- and
+    // diff_id-checked), and the image is the same.
+    let out = ctx.path("layout");
+    let c = build(
+        &ctx,
+        "cache-c",
+        &[
+            &[
+                "--output",
+                out.to_str().unwrap(),
+                "--cache-from",
+                &cache_repo,
+            ][..],
+            &insecure,
+        ]
+        .concat(),
+    );
+    assert_ok(&c);
+    assert!(
+        stderr(&c).contains("environment taken from the registry cache"),
+        "{}",
+        stderr(&c)
+    );
+    let index = read_json(&out.join("index.json"));
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+
+    // A poisoned entry: detected when its layers are checked, ignored with a warning, and the
+    // build makes the environment itself — the same image again.
+    poison(&reg, "ml/cache", "ml/poisoned", &entry_tag);
+    let out = ctx.path("layout-d");
+    let poisoned = format!("{}/ml/poisoned", reg.addr);
+    let d = build(
+        &ctx,
+        "cache-d",
+        &[
+            &["--output", out.to_str().unwrap(), "--cache-from", &poisoned][..],
+            &insecure,
+        ]
+        .concat(),
+    );
+    assert_ok(&d);
+    let log = stderr(&d);
+    assert!(
+        log.contains("but the entry says") && log.contains("not used"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("environment taken from the registry cache"),
+        "{log}"
+    );
+    let index = read_json(&out.join("index.json"));
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+}
