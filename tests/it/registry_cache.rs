@@ -184,3 +184,85 @@ fn a_runner_with_an_empty_cache_takes_the_environment_from_the_registry() {
     let index = read_json(&out.join("index.json"));
     assert_eq!(index["manifests"][0]["digest"], digest.as_str());
 }
+
+#[test]
+fn prune_deletes_old_entries_and_keeps_what_others_use() {
+    let reg = Registry::start(RegistryOptions::default());
+    let ctx = TestContext::new();
+    let cache_repo = format!("{}/ml/cache", reg.addr);
+    let insecure = ["--insecure-registry", reg.addr.as_str()];
+    let build_env = |deps: &[&str], name: &str, extra: &[&str]| {
+        let spec = ctx.spec_with_channel(&format!("{}/", fixture().server.url), deps);
+        let tag = format!("{}/ml/env:{name}", reg.addr);
+        let cache = ctx.path(&format!("cache-{name}"));
+        let mut args = vec![
+            "--spec",
+            spec.to_str().unwrap(),
+            "--base",
+            "scratch",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--tag",
+            &tag,
+            "--push",
+        ];
+        args.extend_from_slice(&insecure);
+        args.extend_from_slice(extra);
+        let out = ctx.imgbuild(&args);
+        assert_ok(&out);
+        out
+    };
+    // Two environments that share layers (busybox's, whereami's), written a few seconds apart.
+    build_env(&["whereami"], "old", &["--cache-to", &cache_repo]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    build_env(
+        &["whereami", "hello-py"],
+        "new",
+        &["--cache-to", &cache_repo],
+    );
+    let prune = |age: &str| {
+        let out = ctx.imgbuild(&[
+            "cache",
+            "prune",
+            &cache_repo,
+            "--older-than",
+            age,
+            "--insecure-registry",
+            &reg.addr,
+        ]);
+        assert_ok(&out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(prune("1h").contains("0 entries deleted, 2 kept"));
+    let pruned = prune("2s");
+    assert!(pruned.contains("1 entries deleted, 1 kept"), "{pruned}");
+    // The old environment is no longer in the cache (a fresh runner builds it itself); the
+    // new one still is, with every blob it shares with the old one.
+    let again_old = build_env(&["whereami"], "old2", &["--cache-from", &cache_repo]);
+    assert!(
+        !stderr(&again_old).contains("taken from the registry cache"),
+        "{}",
+        stderr(&again_old)
+    );
+    let again_new = build_env(
+        &["whereami", "hello-py"],
+        "new2",
+        &["--cache-from", &cache_repo],
+    );
+    assert!(
+        stderr(&again_new).contains("taken from the registry cache"),
+        "{}",
+        stderr(&again_new)
+    );
+    // Images are untouched: skopeo copies both.
+    for name in ["old", "new"] {
+        sh(&format!(
+            "skopeo copy --src-tls-verify=false docker://{}/ml/env:{name} oci:{}:x",
+            reg.addr,
+            ctx.path(&format!("copy-{name}")).display()
+        ));
+    }
+    // A bad age is refused with what to write.
+    let bad = ctx.imgbuild(&["cache", "prune", &cache_repo, "--older-than", "soon"]);
+    assert_fails_with(&bad, &["--older-than 'soon'", "30d"]);
+}

@@ -42,4 +42,4 @@ pub use image::{BuiltImage, Compression, ImagePlatform, LayerBlob, RuntimeConfig
 pub use index::{assemble_index, Built, BuiltIndex};
 pub use progress::TransferProgress;
 pub use pull::pull_image;
-pub use time::rfc3339_utc;
+pub use time::{parse_rfc3339_utc, rfc3339_utc};

@@ -55,6 +55,30 @@ pub enum Command {
     /// Merge images pushed by digest (one per platform, e.g. from a CI matrix) into one image
     /// index under a tag, without downloading their layers.
     Index(IndexArgs),
+    /// Manage a registry build cache (--cache-to).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Delete the entries of a registry cache repository older than a given age (the
+    /// registry must allow deletes; its garbage collection then frees unused blobs).
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    /// The cache repository: REGISTRY/REPOSITORY.
+    #[arg(value_name = "REPOSITORY")]
+    pub repository: String,
+
+    /// Delete entries made longer ago than this: 30d, 12h, 45m or 90s.
+    #[arg(long, value_name = "AGE")]
+    pub older_than: String,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -202,13 +226,9 @@ pub enum CompressionArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct BuildArgs {
-    /// environment.yml to build (name, channels, dependencies).
-    #[arg(
-        long,
-        value_name = "FILE",
-        required_unless_present = "lock",
-        conflicts_with = "lock"
-    )]
+    /// environment.yml to build (name, channels, dependencies). With --lock, it only says
+    /// what was asked for (conda-meta/history) and gives its x-imgbuild options.
+    #[arg(long, value_name = "FILE", required_unless_present = "lock")]
     pub spec: Option<PathBuf>,
 
     /// Build exactly the packages of this lock file (pixi.lock, conda-lock.yml, @EXPLICIT): no solve.

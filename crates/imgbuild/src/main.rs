@@ -71,6 +71,9 @@ fn main() -> ExitCode {
         Some(Command::Inspect(args)) => runtime.block_on(commands::inspect::run_inspect(args)),
         Some(Command::Compare(args)) => runtime.block_on(commands::inspect::run_compare(args)),
         Some(Command::Index(args)) => runtime.block_on(commands::index::run(args)),
+        Some(Command::Cache(args::CacheCommand::Prune(args))) => {
+            runtime.block_on(commands::cache::prune(args))
+        }
         None => runtime.block_on(commands::build::run(cli.build, output)),
     };
     match result {

@@ -162,3 +162,51 @@ pub async fn get_entry(
     client.pull_blob(repository, &config, scratch).await?;
     Ok(Some((scratch.read(&config)?, layers)))
 }
+
+/// What [`prune`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Entries deleted (their tags), oldest first.
+    pub deleted: Vec<String>,
+    /// Entries kept.
+    pub kept: usize,
+}
+
+/// Deletes the entries of `repository` made more than `older_than` seconds before `now`
+/// (seconds since the epoch), by their manifest digest. Only entries are deleted, never a
+/// blob: a layer another entry or an image still uses stays, and the registry's garbage
+/// collection removes the blobs nothing references any more. Tags that are not entries, and
+/// entries without a readable creation time, are left alone.
+pub async fn prune(
+    client: &RegistryClient,
+    repository: &str,
+    older_than: u64,
+    now: i64,
+) -> Result<Pruned, RegistryError> {
+    let mut old = Vec::new();
+    let mut kept = 0;
+    for tag in client.list_tags(repository).await? {
+        if !tag.starts_with("env-") {
+            continue;
+        }
+        let (bytes, _) = client.get_manifest(repository, &tag).await?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if value["config"]["mediaType"] != ENVIRONMENT_ENTRY {
+            continue;
+        }
+        let created = value["annotations"]["org.opencontainers.image.created"]
+            .as_str()
+            .and_then(crate::parse_rfc3339_utc);
+        match created {
+            Some(t) if now - t > older_than as i64 => old.push((t, tag, Digest::of(&bytes))),
+            _ => kept += 1,
+        }
+    }
+    old.sort();
+    let mut deleted = Vec::new();
+    for (_, tag, digest) in old {
+        client.delete_manifest(repository, &digest).await?;
+        deleted.push(tag);
+    }
+    Ok(Pruned { deleted, kept })
+}

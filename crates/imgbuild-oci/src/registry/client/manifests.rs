@@ -44,6 +44,64 @@ impl RegistryClient {
         }
     }
 
+    /// The tags of `repository` (one page of up to 10,000).
+    pub async fn list_tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
+        let scopes = [pull_scope(repository)];
+        let mut url = self.url(&format!("v2/{repository}/tags/list"));
+        url.query_pairs_mut().append_pair("n", "10000");
+        let resp = self
+            .send(Call::new(Method::GET, url, &scopes, repository))
+            .await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        if !resp.status().is_success() {
+            return Err(self.fail_response(repository, "list tags", resp).await);
+        }
+        let body = resp.bytes().await.map_err(|e| RegistryError::Transport {
+            registry: self.registry.clone(),
+            action: format!("listing the tags of {repository}"),
+            source: e.without_url(),
+        })?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::Unexpected {
+                registry: self.registry.clone(),
+                repository: repository.to_string(),
+                message: format!("tag list is not JSON: {e}"),
+            })?;
+        Ok(value["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Deletes the manifest `digest` from `repository` (the registry must allow deletes).
+    /// Its blobs stay: the registry's garbage collection removes those no manifest uses.
+    pub async fn delete_manifest(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        let scopes = [push_scope(repository)];
+        let resp = self
+            .send(Call::new(
+                Method::DELETE,
+                self.url(&format!("v2/{repository}/manifests/{digest}")),
+                &scopes,
+                repository,
+            ))
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self
+                .fail_response(repository, &format!("delete manifest {digest}"), resp)
+                .await)
+        }
+    }
+
     /// Fetches a manifest or index: its bytes and media type. The digest is checked when the
     /// reference is one.
     pub async fn get_manifest(

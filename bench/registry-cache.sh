@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Issue 17: a CI runner with an empty cache directory, building the real llm-env (python +
+# torch 2.0.1 with its CUDA 11.7 wheels, transformers, datasets, … — ~2.3 GiB of wheels) from
+# its lock and pushing to a registry whose cache repository already holds the environment
+# (another runner built it with --cache-to). Measured: wall time of the empty-cache build, and
+# the bytes the registry sent it (summed from docker-registry's access log), against the same
+# build with no registry cache (the runner downloads and builds everything).
+#
+#   bash bench/registry-cache.sh     (ROUNDS=N, default 3; BENCH_DIR=… as for bench/llm.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+cargo build --release -q -p imgbuild
+bin=$root/target/release/imgbuild
+export IMGBUILD_UV=${IMGBUILD_UV:-$root/target/oracle-venv/bin/uv}
+bench=${BENCH_DIR:-$HOME/.cache/imgbuild-bench}
+inputs=$bench/inputs
+[ -f "$inputs/python" ] || { echo "run bench/llm.sh once first (it makes $inputs)" >&2; exit 1; }
+pyver=$(cat "$inputs/python")
+work=/tmp/imgbuild-benchcache-$$
+mkdir -p "$work"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+reg=127.0.0.1:$port
+cat > "$work/registry.yml" <<YML
+version: 0.1
+log: {level: info, accesslog: {disabled: false}}
+storage: {filesystem: {rootdirectory: $work/registry}, delete: {enabled: true}}
+http: {addr: $reg}
+YML
+docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+registry_pid=$!
+trap 'kill $registry_pid 2>/dev/null; rm -rf "$work"' EXIT
+until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done
+cat > "$work/env.yml" <<YML
+name: llm-env
+channels: ["file://$inputs/channel"]
+dependencies:
+  - python=$pyver
+  - pip:
+    - torch==2.0.1
+    - torchdata==0.6.1
+    - transformers==4.36.2
+    - datasets==2.16.1
+    - accelerate==0.25.0
+    - numpy==1.26.4
+    - pyarrow==14.0.2
+    - pandas==2.1.4
+YML
+# The lock and the wheels come from the persistent bench cache (as bench/llm.sh's do).
+"$bin" lock --spec "$work/env.yml" -o "$work/env.lock" --cache-dir "$bench/cache" -q
+flags=(--lock "$work/env.lock" --spec "$work/env.yml" --base scratch --push --insecure-registry "$reg")
+# Runner A keeps the environment in the cache repository.
+"$bin" build "${flags[@]}" --cache-dir "$bench/cache" --tag "$reg/ml/llm-env:a" --cache-to "$reg/ml/cache" -q > /dev/null
+sent() {  # bytes the registry sent since line $1 of its log
+  tail -n +"$1" "$work/registry.log" | grep -o 'http.response.written=[0-9]*' | cut -d= -f2 | awk '{s+=$1} END {print s+0}'
+}
+for round in $(seq "${ROUNDS:-3}"); do
+  rm -rf "$work/empty"
+  from=$(($(wc -l < "$work/registry.log") + 1))
+  start=$(date +%s.%N)
+  "$bin" build "${flags[@]}" --cache-dir "$work/empty" --tag "$reg/ml/llm-env:r$round" \
+    --cache-from "$reg/ml/cache" > "$work/out.txt" 2> "$work/err.txt"
+  wall=$(echo "$(date +%s.%N) - $start" | bc)
+  grep -q "environment taken from the registry cache" "$work/err.txt" || { cat "$work/err.txt"; exit 1; }
+  printf 'empty cache, --cache-from   wall %6.2f s   registry sent %8d bytes   %s\n' "$wall" "$(sent "$from")" \
+    "$(grep -o 'uploaded [0-9]* blobs ([0-9]* bytes)' "$work/out.txt")"
+done
+# For comparison, one runner with an empty cache directory and no registry cache: it downloads
+# every wheel (from PyPI) and builds everything; its push finds the blobs already there.
+rm -rf "$work/cold"
+start=$(date +%s.%N)
+"$bin" build "${flags[@]}" --cache-dir "$work/cold" --tag "$reg/ml/llm-env:cold" > "$work/out.txt" 2> "$work/err.txt"
+wall=$(echo "$(date +%s.%N) - $start" | bc)
+printf 'empty cache, no registry cache   wall %6.2f s   %s   %s\n' "$wall" \
+  "$(grep -o 'downloaded [0-9]* wheels ([^)]*)' "$work/err.txt" | head -1)" \
+  "$(grep -o 'uploaded [0-9]* blobs ([0-9]* bytes)' "$work/out.txt")"
