@@ -10,6 +10,7 @@ mod build_caches;
 mod build_config;
 mod build_repro;
 mod build_target;
+mod ci_examples;
 mod common;
 mod concurrent;
 mod crash;
