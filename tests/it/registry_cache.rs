@@ -266,3 +266,82 @@ fn prune_deletes_old_entries_and_keeps_what_others_use() {
     let bad = ctx.imgbuild(&["cache", "prune", &cache_repo, "--older-than", "soon"]);
     assert_fails_with(&bad, &["--older-than 'soon'", "30d"]);
 }
+
+#[test]
+fn runners_writing_the_cache_at_once_all_succeed_and_leave_it_readable() {
+    let reg = Registry::start(RegistryOptions::default());
+    let ctx = TestContext::new();
+    let cache_repo = format!("{}/ml/cache", reg.addr);
+    let spec_same = ctx.spec(&["whereami", "hello-py"]);
+    let same = ctx.path("same.yml");
+    std::fs::rename(&spec_same, &same).unwrap();
+    let other = ctx.spec(&["whereami", "binlib"]);
+    // Three runners at once: two with the same environment, one with another.
+    let runs: Vec<(std::process::Child, String)> = [(&same, "x"), (&same, "y"), (&other, "z")]
+        .iter()
+        .map(|(spec, name)| {
+            let tag = format!("{}/ml/env:{name}", reg.addr);
+            let cache = ctx.path(&format!("cache-{name}"));
+            let child = ctx
+                .command(
+                    &[
+                        "--spec",
+                        spec.to_str().unwrap(),
+                        "--cache-dir",
+                        cache.to_str().unwrap(),
+                        "--tag",
+                        &tag,
+                        "--push",
+                        "--cache-to",
+                        &cache_repo,
+                        "--insecure-registry",
+                        &reg.addr,
+                    ],
+                    &[],
+                )
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (child, tag)
+        })
+        .collect();
+    let mut digests = Vec::new();
+    for (child, tag) in runs {
+        let out = child.wait_with_output().unwrap();
+        assert_ok(&out);
+        assert!(
+            !stderr(&out).contains("could not write the registry cache"),
+            "{}",
+            stderr(&out)
+        );
+        digests.push(pushed_digest(&out, &tag));
+    }
+    assert_eq!(digests[0], digests[1]);
+    // Both environments are readable by a fresh runner, and give the images the writers made.
+    for (spec, digest, name) in [(&same, &digests[0], "r1"), (&other, &digests[2], "r2")] {
+        let out_dir = ctx.path(name);
+        let out = ctx.imgbuild(&[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--cache-dir",
+            ctx.path(&format!("cache-{name}")).to_str().unwrap(),
+            "--output",
+            out_dir.to_str().unwrap(),
+            "--cache-from",
+            &cache_repo,
+            "--insecure-registry",
+            &reg.addr,
+        ]);
+        assert_ok(&out);
+        assert!(
+            stderr(&out).contains("environment taken from the registry cache"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(
+            read_json(&out_dir.join("index.json"))["manifests"][0]["digest"],
+            digest.as_str()
+        );
+    }
+}
