@@ -667,3 +667,88 @@ fn a_push_on_a_terminal_shows_bytes_sent() {
         "no byte bar:\n{text}"
     );
 }
+
+/// Issue 18 (first part): credentials from the auth files podman and skopeo write.
+#[test]
+fn podman_and_skopeo_logins_are_read_from_their_auth_files() {
+    let reg = Registry::start(RegistryOptions {
+        tls: true,
+        htpasswd: Some(("ci", "s3cret-pass")),
+        ..RegistryOptions::default()
+    });
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["whereami"]);
+    let push = |name: &str, env: &[(&str, &str)]| {
+        let tag = format!("{}/ml/env:{name}", reg.addr);
+        let out = ctx.imgbuild_env(
+            &[
+                "--spec",
+                spec.to_str().unwrap(),
+                "--tag",
+                &tag,
+                "--push",
+                "--insecure-registry",
+                &reg.addr,
+            ],
+            env,
+        );
+        (out, tag)
+    };
+    // Nobody logged in: refused, with what to do.
+    let (out, _) = push("anon", &[]);
+    assert_fails_with(&out, &["no credentials were found"]);
+
+    // `podman login --authfile FILE`, then REGISTRY_AUTH_FILE=FILE.
+    let authfile = ctx.path("auth.json");
+    sh(&format!(
+        "podman login --authfile {} --tls-verify=false -u ci -p s3cret-pass {}",
+        authfile.display(),
+        reg.addr
+    ));
+    let (out, tag) = push(
+        "podman",
+        &[("REGISTRY_AUTH_FILE", authfile.to_str().unwrap())],
+    );
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+
+    // `skopeo login` writes $XDG_RUNTIME_DIR/containers/auth.json, read with no flag at all.
+    let runtime = ctx.path("xdg-runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    sh(&format!(
+        "XDG_RUNTIME_DIR={} skopeo login --tls-verify=false -u ci -p s3cret-pass {}",
+        runtime.display(),
+        reg.addr
+    ));
+    assert!(runtime.join("containers/auth.json").is_file());
+    let (out, tag) = push("skopeo", &[]);
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+
+    // A wrong password in an auth file: the error names the file; a missing one is named too.
+    let bad = ctx.path("bad-auth.json");
+    let auth = base64_encode("ci:wrong");
+    std::fs::write(
+        &bad,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let (out, _) = push("bad", &[("REGISTRY_AUTH_FILE", bad.to_str().unwrap())]);
+    assert_fails_with(
+        &out,
+        &[
+            "rejected the credentials for user 'ci'",
+            bad.to_str().unwrap(),
+        ],
+    );
+    let (out, _) = push(
+        "missing",
+        &[("REGISTRY_AUTH_FILE", "/nonexistent/auth.json")],
+    );
+    assert_fails_with(&out, &["cannot read the auth file /nonexistent/auth.json"]);
+}
+
+fn base64_encode(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

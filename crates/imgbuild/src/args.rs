@@ -184,9 +184,15 @@ pub struct LockArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RegistryArgs {
     /// Registry credentials USER:PASSWORD (else IMGBUILD_REGISTRY_USER/_PASSWORD, then
+    /// --authfile, then the containers auth.json files podman and skopeo write, then
     /// ~/.docker/config.json, then anonymous).
     #[arg(long, value_name = "USER:PASSWORD")]
     pub creds: Option<String>,
+
+    /// A containers auth.json (as `podman login --authfile` writes) to take credentials from
+    /// instead of the default locations.
+    #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
+    pub authfile: Option<PathBuf>,
 
     /// Allow plain HTTP or an unverified TLS certificate for this registry HOST[:PORT] only. Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]

@@ -231,6 +231,7 @@ pub fn default_lock_path(spec: &std::path::Path) -> std::path::PathBuf {
 pub fn client_options(args: &RegistryArgs) -> Result<ClientOptions> {
     Ok(ClientOptions {
         credentials: args.creds.as_deref().map(Credentials::parse).transpose()?,
+        auth_file: args.authfile.clone(),
         insecure_hosts: args.insecure_registries.clone(),
         max_attempts: None,
     })

@@ -94,7 +94,11 @@ impl TestContext {
             .env_remove("IMGBUILD_REGISTRY_USER")
             .env_remove("IMGBUILD_REGISTRY_PASSWORD")
             .env_remove("SSL_CERT_FILE")
+            .env_remove("REGISTRY_AUTH_FILE")
             .env("DOCKER_CONFIG", self.path("no-docker-config"))
+            // podman's and skopeo's auth files: this test's own, empty unless it logs in.
+            .env("XDG_RUNTIME_DIR", self.path("xdg-runtime"))
+            .env("XDG_CONFIG_HOME", self.path("xdg-config"))
             // No public registry is reachable from tests; they name their base when they want one.
             .env("IMGBUILD_BASE", "scratch")
             .env("IMGBUILD_CACHE_DIR", self.path("cache"));

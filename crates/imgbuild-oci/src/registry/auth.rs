@@ -52,6 +52,8 @@ impl Credentials {
 pub enum CredentialSource {
     Flag,
     Environment,
+    /// A containers auth.json (`--authfile`, `REGISTRY_AUTH_FILE`, or the default locations).
+    AuthFile(PathBuf),
     DockerConfig(PathBuf),
     Helper(String),
 }
@@ -61,18 +63,22 @@ impl fmt::Display for CredentialSource {
         match self {
             Self::Flag => write!(f, "--creds"),
             Self::Environment => write!(f, "IMGBUILD_REGISTRY_USER/IMGBUILD_REGISTRY_PASSWORD"),
-            Self::DockerConfig(p) => write!(f, "{}", p.display()),
+            Self::DockerConfig(p) | Self::AuthFile(p) => write!(f, "{}", p.display()),
             Self::Helper(h) => write!(f, "docker-credential-{h}"),
         }
     }
 }
 
-/// Credentials for `registry`, in the order users expect: `--creds`, then the
-/// `IMGBUILD_REGISTRY_USER`/`_PASSWORD` variables, then `$DOCKER_CONFIG/config.json` or
-/// `~/.docker/config.json` (`credHelpers`, `auths`, `credsStore`); `None` means anonymous.
+/// Credentials for `registry`, in the order users of Docker and of podman/skopeo expect:
+/// `--creds`; the `IMGBUILD_REGISTRY_USER`/`_PASSWORD` variables; the auth file given
+/// (`--authfile`, else `REGISTRY_AUTH_FILE`; it must exist); the containers auth files
+/// `$XDG_RUNTIME_DIR/containers/auth.json` and `$XDG_CONFIG_HOME/containers/auth.json` (default
+/// `~/.config`); then `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`. In each file:
+/// `credHelpers`, `auths`, `credsStore`. `None` means anonymous.
 pub fn resolve_credentials(
     registry: &str,
     flag: Option<&Credentials>,
+    auth_file: Option<&std::path::Path>,
 ) -> Result<Option<(Credentials, CredentialSource)>, RegistryError> {
     if let Some(c) = flag {
         return Ok(Some((c.clone(), CredentialSource::Flag)));
@@ -91,6 +97,41 @@ pub fn resolve_credentials(
             )));
         }
     }
+    let given = auth_file
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("REGISTRY_AUTH_FILE").map(PathBuf::from));
+    if let Some(path) = given {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            RegistryError::Config(format!("cannot read the auth file {}: {e}", path.display()))
+        })?;
+        return from_file(
+            registry,
+            &text,
+            &path,
+            CredentialSource::AuthFile(path.clone()),
+        );
+    }
+    let mut containers = Vec::new();
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        containers.push(PathBuf::from(dir).join("containers/auth.json"));
+    }
+    match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) => containers.push(PathBuf::from(dir).join("containers/auth.json")),
+        None => containers.extend(dirs_home().map(|h| h.join(".config/containers/auth.json"))),
+    }
+    for path in containers {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let found = from_file(
+                registry,
+                &text,
+                &path,
+                CredentialSource::AuthFile(path.clone()),
+            )?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+    }
     let path = match std::env::var_os("DOCKER_CONFIG") {
         Some(dir) => PathBuf::from(dir).join("config.json"),
         None => match dirs_home() {
@@ -101,7 +142,23 @@ pub fn resolve_credentials(
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(None);
     };
-    let config: serde_json::Value = serde_json::from_str(&text)
+    from_file(
+        registry,
+        &text,
+        &path,
+        CredentialSource::DockerConfig(path.clone()),
+    )
+}
+
+/// The credentials for `registry` in one auth file (`text`, read from `path`): its
+/// `credHelpers`, `auths`, then `credsStore`, as Docker and containers/image read them.
+fn from_file(
+    registry: &str,
+    text: &str,
+    path: &std::path::Path,
+    source: CredentialSource,
+) -> Result<Option<(Credentials, CredentialSource)>, RegistryError> {
+    let config: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| RegistryError::Config(format!("{}: not valid JSON: {e}", path.display())))?;
     let keys = config_keys(registry);
     if let Some(helper) = keys
@@ -133,7 +190,7 @@ pub fn resolve_credentials(
                     path.display()
                 ))
             })?;
-            return Ok(Some((creds, CredentialSource::DockerConfig(path))));
+            return Ok(Some((creds, source)));
         }
         if let (Some(u), Some(p)) = (entry["username"].as_str(), entry["password"].as_str()) {
             return Ok(Some((
@@ -141,7 +198,7 @@ pub fn resolve_credentials(
                     username: u.into(),
                     password: p.into(),
                 },
-                CredentialSource::DockerConfig(path),
+                source,
             )));
         }
     }

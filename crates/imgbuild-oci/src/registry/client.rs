@@ -30,6 +30,8 @@ pub const CHUNK_SIZE: usize = 16 << 20;
 pub struct ClientOptions {
     /// `--creds`: wins over every other source of credentials.
     pub credentials: Option<Credentials>,
+    /// `--authfile`: a containers auth.json to read instead of the default ones.
+    pub auth_file: Option<std::path::PathBuf>,
     /// Hosts (`host` or `host:port`) that may use plain HTTP or an unverified certificate.
     pub insecure_hosts: Vec<String>,
     /// Attempts per request for transient failures (connection errors, 429, 5xx).
@@ -114,7 +116,11 @@ impl RegistryClient {
             host: host.to_string(),
             http,
             insecure,
-            creds: resolve_credentials(registry, options.credentials.as_ref())?,
+            creds: resolve_credentials(
+                registry,
+                options.credentials.as_ref(),
+                options.auth_file.as_deref(),
+            )?,
             state: Mutex::new(AuthState::default()),
             negotiating: tokio::sync::Mutex::new(()),
             max_attempts: options.max_attempts.unwrap_or(6).max(1),
