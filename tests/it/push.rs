@@ -752,3 +752,49 @@ fn base64_encode(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// Issue 18 (first part): a private registry's CA trusted the containers way, through a
+/// certs.d directory (here the per-user one, under the test's XDG_CONFIG_HOME) or `--cert-dir`.
+#[test]
+fn a_registry_ca_in_certs_d_or_cert_dir_is_trusted() {
+    let reg = Registry::start(RegistryOptions {
+        tls: true,
+        ..RegistryOptions::default()
+    });
+    let ca = reg.ca.clone().expect("a TLS registry has a CA");
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["whereami"]);
+    let push = |name: &str, extra: &[&str]| {
+        let tag = format!("{}/ml/env:{name}", reg.addr);
+        let mut args = vec!["--spec", spec.to_str().unwrap(), "--tag", &tag, "--push"];
+        args.extend_from_slice(extra);
+        let started = std::time::Instant::now();
+        let out = ctx.imgbuild(&args);
+        (out, tag, started.elapsed())
+    };
+    // Not trusted: refused at once (a certificate does not verify by asking again).
+    let (out, _, took) = push("untrusted", &[]);
+    assert_fails_with(&out, &["certificate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "retried for {took:?}"
+    );
+
+    // The CA in the per-user certs.d directory for HOST:PORT, as podman reads it.
+    let certs_d = ctx.path(&format!("xdg-config/containers/certs.d/{}", reg.addr));
+    std::fs::create_dir_all(&certs_d).unwrap();
+    std::fs::copy(&ca, certs_d.join("ca.crt")).unwrap();
+    let (out, tag, _) = push("certs-d", &[]);
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+    std::fs::remove_dir_all(&certs_d).unwrap();
+
+    // --cert-dir, skopeo's flag: the CA directory for this registry.
+    let dir = ctx.path("my-certs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&ca, dir.join("registry-ca.crt")).unwrap();
+    let (out, tag, _) = push("cert-dir", &["--cert-dir", dir.to_str().unwrap()]);
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+}

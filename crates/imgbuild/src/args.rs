@@ -194,6 +194,12 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "FILE", env = "REGISTRY_AUTH_FILE")]
     pub authfile: Option<PathBuf>,
 
+    /// A directory of `*.crt` CA certificates to trust for the registry, instead of its
+    /// certs.d directories (/etc/containers/certs.d/HOST:PORT, ~/.config/containers/certs.d/…,
+    /// /etc/docker/certs.d/…).
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+
     /// Allow plain HTTP or an unverified TLS certificate for this registry HOST[:PORT] only. Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,

@@ -232,6 +232,7 @@ pub fn client_options(args: &RegistryArgs) -> Result<ClientOptions> {
     Ok(ClientOptions {
         credentials: args.creds.as_deref().map(Credentials::parse).transpose()?,
         auth_file: args.authfile.clone(),
+        cert_dir: args.cert_dir.clone(),
         insecure_hosts: args.insecure_registries.clone(),
         max_attempts: None,
     })

@@ -32,6 +32,9 @@ pub struct ClientOptions {
     pub credentials: Option<Credentials>,
     /// `--authfile`: a containers auth.json to read instead of the default ones.
     pub auth_file: Option<std::path::PathBuf>,
+    /// `--cert-dir`: the directory of `*.crt` CAs for the registry, instead of its certs.d
+    /// directories (skopeo's meaning).
+    pub cert_dir: Option<std::path::PathBuf>,
     /// Hosts (`host` or `host:port`) that may use plain HTTP or an unverified certificate.
     pub insecure_hosts: Vec<String>,
     /// Attempts per request for transient failures (connection errors, 429, 5xx).
@@ -102,6 +105,11 @@ impl RegistryClient {
             for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 RegistryError::Config(format!("SSL_CERT_FILE={}: {e}", Path::new(&path).display()))
             })? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        for dir in cert_dirs(registry, options.cert_dir.as_deref()) {
+            for cert in certs_in(&dir)? {
                 builder = builder.add_root_certificate(cert);
             }
         }
@@ -283,6 +291,49 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
         filled += n;
     }
     Ok(filled)
+}
+
+/// The directories whose `*.crt` files are CAs for `registry` (`host` or `host:port`): the
+/// one given, else the certs.d directories podman, skopeo, buildah and Docker read —
+/// `/etc/containers/certs.d/REGISTRY`, `${XDG_CONFIG_HOME:-~/.config}/containers/certs.d/REGISTRY`
+/// and `/etc/docker/certs.d/REGISTRY` — those that exist.
+fn cert_dirs(registry: &str, given: Option<&Path>) -> Vec<std::path::PathBuf> {
+    if let Some(dir) = given {
+        return vec![dir.to_path_buf()];
+    }
+    let mut roots = vec![std::path::PathBuf::from("/etc/containers/certs.d")];
+    match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) => roots.push(std::path::PathBuf::from(dir).join("containers/certs.d")),
+        None => roots.extend(
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".config/containers/certs.d")),
+        ),
+    }
+    roots.push("/etc/docker/certs.d".into());
+    roots
+        .into_iter()
+        .map(|r| r.join(registry))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// The certificates of every `*.crt` file in `dir`, sorted by name.
+fn certs_in(dir: &Path) -> Result<Vec<reqwest::Certificate>, RegistryError> {
+    let bad = |path: &Path, e: &dyn std::fmt::Display| {
+        RegistryError::Config(format!("{}: {e}", path.display()))
+    };
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| bad(dir, &e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let pem = std::fs::read(&path).map_err(|e| bad(&path, &e))?;
+        out.extend(reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(&path, &e))?);
+    }
+    Ok(out)
 }
 
 /// A URL without its query (upload URLs carry state tokens) for messages.
