@@ -798,3 +798,83 @@ fn a_registry_ca_in_certs_d_or_cert_dir_is_trusted() {
     assert_ok(&out);
     pushed_digest(&out, &tag);
 }
+
+/// Issue 18: `imgbuild login` checks the credentials and keeps them where podman and skopeo
+/// look (mode 0600); builds then push with no flag; `logout` removes them.
+#[test]
+fn login_keeps_checked_credentials_and_logout_removes_them() {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let reg = Registry::start(RegistryOptions {
+        tls: true,
+        htpasswd: Some(("ci", "s3cret-pass")),
+        ..RegistryOptions::default()
+    });
+    let ctx = TestContext::new();
+    let login = |password: &str| {
+        let mut child = ctx
+            .command(
+                &[
+                    "login",
+                    &reg.addr,
+                    "-u",
+                    "ci",
+                    "--password-stdin",
+                    "--insecure-registry",
+                    &reg.addr,
+                ],
+                &[],
+            )
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let file = ctx.path("xdg-runtime/containers/auth.json");
+    // A wrong password is refused and nothing is written.
+    let out = login("wrong");
+    assert_fails_with(
+        &out,
+        &["cannot log in to", "rejected the credentials for user 'ci'"],
+    );
+    assert!(!file.exists());
+    assert!(
+        !stderr(&out).contains("wrong"),
+        "the password is never echoed"
+    );
+    // The right one is kept, readable only by its owner, in podman's format.
+    assert_ok(&login("s3cret-pass"));
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let auths = read_json(&file)["auths"].clone();
+    assert!(auths[reg.addr.as_str()]["auth"].is_string(), "{auths}");
+    // podman reads it (its own login check), and a build pushes with no credential flag.
+    sh(&format!(
+        "podman login --get-login --authfile {} {}",
+        file.display(),
+        reg.addr
+    ));
+    let spec = ctx.spec(&["whereami"]);
+    let tag = format!("{}/ml/env:1", reg.addr);
+    let push = || {
+        ctx.imgbuild(&[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--tag",
+            &tag,
+            "--push",
+            "--insecure-registry",
+            &reg.addr,
+        ])
+    };
+    assert_ok(&push());
+    // logout removes the entry; the next push finds no credentials; a second logout says so.
+    assert_ok(&ctx.imgbuild(&["logout", &reg.addr]));
+    assert_fails_with(&push(), &["no credentials were found"]);
+    assert_fails_with(&ctx.imgbuild(&["logout", &reg.addr]), &["not logged in to"]);
+}

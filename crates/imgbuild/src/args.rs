@@ -58,6 +58,50 @@ pub enum Command {
     /// Manage a registry build cache (--cache-to).
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Log in to a registry: check the credentials and keep them in the containers auth.json
+    /// (the file podman and skopeo use), for builds and pushes to read.
+    Login(LoginArgs),
+    /// Remove a registry's credentials from the containers auth.json.
+    Logout(LogoutArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    /// The registry: HOST or HOST:PORT.
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
+
+    /// The user name.
+    #[arg(long, short)]
+    pub username: String,
+
+    /// Read the password from standard input (the only way: never on the command line).
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+
+    /// The auth file to write. Default: REGISTRY_AUTH_FILE, else
+    /// $XDG_RUNTIME_DIR/containers/auth.json, else ~/.config/containers/auth.json.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+
+    /// Allow plain HTTP or an unverified TLS certificate for this registry HOST[:PORT] only.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+
+    /// A directory of `*.crt` CA certificates to trust for the registry.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogoutArgs {
+    /// The registry: HOST or HOST:PORT.
+    #[arg(value_name = "REGISTRY")]
+    pub registry: String,
+
+    /// The auth file to change (default as for `login`).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -71,6 +71,8 @@ fn main() -> ExitCode {
         Some(Command::Inspect(args)) => runtime.block_on(commands::inspect::run_inspect(args)),
         Some(Command::Compare(args)) => runtime.block_on(commands::inspect::run_compare(args)),
         Some(Command::Index(args)) => runtime.block_on(commands::index::run(args)),
+        Some(Command::Login(args)) => runtime.block_on(commands::login::login(args)),
+        Some(Command::Logout(args)) => commands::login::logout(args),
         Some(Command::Cache(args::CacheCommand::Prune(args))) => {
             runtime.block_on(commands::cache::prune(args))
         }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine;
@@ -207,6 +207,76 @@ fn from_file(
             .map(|c| c.map(|c| (c, CredentialSource::Helper(store.to_string()))));
     }
     Ok(None)
+}
+
+/// The auth file `imgbuild login` writes when none is given: podman's default,
+/// `$XDG_RUNTIME_DIR/containers/auth.json`, else `${XDG_CONFIG_HOME:-~/.config}/containers/auth.json`.
+pub fn default_auth_file() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("REGISTRY_AUTH_FILE") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        return Some(PathBuf::from(dir).join("containers/auth.json"));
+    }
+    match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) => Some(PathBuf::from(dir).join("containers/auth.json")),
+        None => dirs_home().map(|h| h.join(".config/containers/auth.json")),
+    }
+}
+
+/// Records `creds` for `registry` in the auth file at `path` (created if missing; other
+/// entries kept), as `podman login` does: `auths[registry].auth` = base64 of `user:password`.
+/// The file is written whole (temporary file, rename) with mode 0600.
+pub fn store_login(path: &Path, registry: &str, creds: &Credentials) -> Result<(), RegistryError> {
+    let mut config = read_auth_file(path)?;
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", creds.username, creds.password));
+    config["auths"][registry] = serde_json::json!({ "auth": auth });
+    write_auth_file(path, &config)
+}
+
+/// Removes `registry`'s entry from the auth file at `path`; `false` when it had none.
+pub fn remove_login(path: &Path, registry: &str) -> Result<bool, RegistryError> {
+    let mut config = read_auth_file(path)?;
+    let removed = config["auths"]
+        .as_object_mut()
+        .is_some_and(|auths| auths.remove(registry).is_some());
+    if removed {
+        write_auth_file(path, &config)?;
+    }
+    Ok(removed)
+}
+
+fn read_auth_file(path: &Path) -> Result<serde_json::Value, RegistryError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                RegistryError::Config(format!("{}: not valid JSON: {e}", path.display()))
+            })?;
+            if !value.is_object() {
+                return Err(RegistryError::Config(format!(
+                    "{}: not an auth file (not a JSON object)",
+                    path.display()
+                )));
+            }
+            Ok(value)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(serde_json::json!({"auths": {}})),
+        Err(e) => Err(RegistryError::Config(format!("{}: {e}", path.display()))),
+    }
+}
+
+fn write_auth_file(path: &Path, config: &serde_json::Value) -> Result<(), RegistryError> {
+    let io = |e: std::io::Error| RegistryError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut bytes = serde_json::to_vec_pretty(config).expect("serializable");
+    bytes.push(b'\n');
+    imgbuild_fs::write_atomically(path, &bytes, 0o600, imgbuild_fs::Durability::Synced).map_err(io)
 }
 
 fn dirs_home() -> Option<PathBuf> {

@@ -139,6 +139,19 @@ impl RegistryClient {
         &self.registry
     }
 
+    /// Checks the client's credentials against the registry (`GET /v2/`, answering its
+    /// challenge as any request would): `Ok` when the registry accepts them.
+    pub async fn check_login(&self) -> Result<(), RegistryError> {
+        let resp = self
+            .send(Call::new(Method::GET, self.url("v2/"), &[], ""))
+            .await?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.fail_response("", "GET /v2/", resp).await)
+        }
+    }
+
     fn base(&self) -> Url {
         let scheme = if self.state.lock().expect("auth state").plain_http {
             "http"

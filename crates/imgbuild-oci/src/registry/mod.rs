@@ -11,7 +11,10 @@ mod referrers;
 use std::path::PathBuf;
 
 pub use crate::reference::{ParseReferenceError, Reference, DOCKER_HUB};
-pub use auth::{resolve_credentials, CredentialSource, Credentials};
+pub use auth::{
+    default_auth_file, remove_login, resolve_credentials, store_login, CredentialSource,
+    Credentials,
+};
 pub use client::{ClientOptions, RegistryClient, CHUNK_SIZE};
 pub use merge::{merge_index, MergeError, Merged};
 pub use push::{push_built, push_image, PushSummary, Tally, CONCURRENT_UPLOADS};
@@ -38,7 +41,8 @@ pub enum RegistryError {
     /// A 401 after authenticating. `rejected` names the user and where the credentials came
     /// from; `None` means there were none to send.
     #[error(
-        "registry {registry} refused access to repository '{repository}': {}",
+        "registry {registry} refused access{}: {}",
+        if repository.is_empty() { String::new() } else { format!(" to repository '{repository}'") },
         match rejected.as_deref() {
             Some((user, source)) => format!(
                 "the registry rejected the credentials for user '{user}' from {source}; \

@@ -5,4 +5,5 @@ pub mod cache;
 pub mod index;
 pub mod inspect;
 pub mod lock;
+pub mod login;
 pub mod push;
