@@ -878,3 +878,67 @@ fn login_keeps_checked_credentials_and_logout_removes_them() {
     assert_fails_with(&push(), &["no credentials were found"]);
     assert_fails_with(&ctx.imgbuild(&["logout", &reg.addr]), &["not logged in to"]);
 }
+
+/// Issue 18: Docker's one-command self-signed certificate (CA:TRUE, serving as its own leaf),
+/// once trusted, is accepted for the host it names — as docker, podman and skopeo accept it —
+/// and refused at once while it is not trusted.
+#[test]
+fn a_trusted_self_signed_registry_certificate_is_accepted() {
+    let reg = Registry::start(RegistryOptions {
+        self_signed: true,
+        ..RegistryOptions::default()
+    });
+    let cert = reg.ca.clone().unwrap();
+    let text = sh(&format!("openssl x509 -in {} -noout -text", cert.display()));
+    assert!(
+        text.contains("CA:TRUE"),
+        "the fixture is the CA:TRUE kind:\n{text}"
+    );
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["whereami"]);
+    let push = |name: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let tag = format!("{}/ml/env:{name}", reg.addr);
+        let mut args = vec!["--spec", spec.to_str().unwrap(), "--tag", &tag, "--push"];
+        args.extend_from_slice(extra);
+        let started = std::time::Instant::now();
+        (ctx.imgbuild_env(&args, env), tag, started.elapsed())
+    };
+    let (out, _, took) = push("untrusted", &[], &[]);
+    assert_fails_with(&out, &["certificate"]);
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "retried for {took:?}"
+    );
+    // skopeo accepts it once trusted (the peer's behaviour this matches).
+    let dir = ctx.path("certs");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&cert, dir.join("domain.crt")).unwrap();
+    let (out, tag, _) = push("cert-dir", &["--cert-dir", dir.to_str().unwrap()], &[]);
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+    assert!(!stderr(&out).contains("ERROR"), "{}", stderr(&out));
+    sh(&format!(
+        "skopeo inspect --cert-dir {} docker://{tag} >/dev/null",
+        dir.display()
+    ));
+    let (out, tag, _) = push(
+        "ssl-cert-file",
+        &[],
+        &[("SSL_CERT_FILE", cert.to_str().unwrap())],
+    );
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+    // Trust is for the name it covers: the same registry reached as "localhost" is refused.
+    let port = reg.addr.rsplit(':').next().unwrap();
+    let other = format!("localhost:{port}/ml/env:other");
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--tag",
+        &other,
+        "--push",
+        "--cert-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_fails_with(&res, &["certificate"]);
+}

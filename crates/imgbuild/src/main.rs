@@ -24,10 +24,14 @@ fn main() -> ExitCode {
         (false, 1) => "info,imgbuild=debug",
         (false, _) => "debug",
     };
-    // rattler logs routine retries and cache misses at info/warn; keep its noise down unless asked.
+    // rattler logs routine retries and cache misses at info/warn; keep its noise down unless
+    // asked. The platform certificate verifier logs every refusal as an error, also the ones
+    // imgbuild then accepts (a trusted self-signed certificate, see imgbuild-oci's
+    // registry/tls.rs); a refusal that stands is in imgbuild's own error message.
     let filter = EnvFilter::try_from_env("IMGBUILD_LOG").unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{level},rattler=warn,rattler_repodata_gateway=warn,rattler_cache=warn"
+            "{level},rattler=warn,rattler_repodata_gateway=warn,rattler_cache=warn,\
+             rustls_platform_verifier=off"
         ))
     });
     // On a terminal: short lines under the progress bar. Elsewhere (CI logs): plain,

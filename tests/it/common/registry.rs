@@ -12,6 +12,9 @@ use super::sh;
 pub struct RegistryOptions {
     /// Serve HTTPS with a certificate signed by a CA made for this registry.
     pub tls: bool,
+    /// Serve HTTPS with Docker's documented one-command self-signed certificate (`openssl req
+    /// -x509 … -addext subjectAltName=…`: CA:TRUE, its own leaf); `ca` is that certificate.
+    pub self_signed: bool,
     /// Require Basic auth with this user and password (htpasswd, bcrypt).
     pub htpasswd: Option<(&'static str, &'static str)>,
     /// Require Bearer tokens from a token server that accepts this user and password.
@@ -72,6 +75,19 @@ impl Registry {
                 d.join("server.key").display()
             ));
             ca = Some(d.join("ca.crt"));
+        }
+        if options.self_signed {
+            sh(&format!(
+                "cd {} && openssl req -x509 -newkey rsa:2048 -nodes -keyout domain.key -out domain.crt -days 2 \
+                 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null",
+                d.display()
+            ));
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                d.join("domain.crt").display(),
+                d.join("domain.key").display()
+            ));
+            ca = Some(d.join("domain.crt"));
         }
         if let Some((user, pass)) = options.htpasswd {
             sh(&format!(

@@ -98,23 +98,21 @@ impl RegistryClient {
             .connect_timeout(Duration::from_secs(30))
             // A registry that stops answering mid-request is a transient failure, not a hang.
             .read_timeout(Duration::from_secs(60));
+        let mut trusted = Vec::new();
         if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
-            let pem = std::fs::read(&path).map_err(|e| {
+            trusted.extend(pem_certs(Path::new(&path)).map_err(|e| {
                 RegistryError::Config(format!("SSL_CERT_FILE={}: {e}", Path::new(&path).display()))
-            })?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                RegistryError::Config(format!("SSL_CERT_FILE={}: {e}", Path::new(&path).display()))
-            })? {
-                builder = builder.add_root_certificate(cert);
-            }
+            })?);
         }
         for dir in cert_dirs(registry, options.cert_dir.as_deref()) {
-            for cert in certs_in(&dir)? {
-                builder = builder.add_root_certificate(cert);
-            }
+            trusted.extend(certs_in(&dir)?);
         }
         if insecure {
             builder = builder.danger_accept_invalid_certs(true);
+        } else if !trusted.is_empty() {
+            let config = super::tls::client_config(trusted)
+                .map_err(|e| RegistryError::Config(format!("cannot set up TLS: {e}")))?;
+            builder = builder.tls_backend_preconfigured(config);
         }
         let http = builder
             .build()
@@ -330,8 +328,17 @@ fn cert_dirs(registry: &str, given: Option<&Path>) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// The certificates in the PEM file at `path`.
+fn pem_certs(path: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
+
 /// The certificates of every `*.crt` file in `dir`, sorted by name.
-fn certs_in(dir: &Path) -> Result<Vec<reqwest::Certificate>, RegistryError> {
+fn certs_in(dir: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, RegistryError> {
     let bad = |path: &Path, e: &dyn std::fmt::Display| {
         RegistryError::Config(format!("{}: {e}", path.display()))
     };
@@ -343,8 +350,7 @@ fn certs_in(dir: &Path) -> Result<Vec<reqwest::Certificate>, RegistryError> {
     files.sort();
     let mut out = Vec::new();
     for path in files {
-        let pem = std::fs::read(&path).map_err(|e| bad(&path, &e))?;
-        out.extend(reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(&path, &e))?);
+        out.extend(pem_certs(&path).map_err(|e| bad(&path, &e))?);
     }
     Ok(out)
 }

@@ -7,6 +7,7 @@ mod client;
 mod merge;
 mod push;
 mod referrers;
+mod tls;
 
 use std::path::PathBuf;
 
