@@ -42,6 +42,14 @@ enum Outcome {
     Present(u64),
 }
 
+/// Whether the registry refused a manifest because a blob it names is unknown to it. Right
+/// after another client pushed the same blob into the same repository at the same moment,
+/// distribution can say so although the blob has just arrived (seen with two CI runners
+/// pushing one image): worth checking the blobs and putting the manifest once more.
+pub(crate) fn blob_unknown(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Unexpected { message, .. } if message.contains("MANIFEST_BLOB_UNKNOWN"))
+}
+
 /// Pushes the image manifest `manifest_digest` from `store` to `reference`. `mount_from`
 /// names, per blob, a repository on the same registry that already holds it (a base image);
 /// such a blob need not be in `store`. `progress` counts the bytes of every blob (those the
@@ -79,6 +87,7 @@ pub async fn push_image(
         .transpose()?
         .unwrap_or_default();
     let config = descriptor(&manifest["config"])?;
+    let (layers_again, config_again) = (layers.clone(), config);
     let repo = reference.repository.as_str();
     if let Some(p) = progress {
         p.add_total(layers.iter().map(|(_, size)| size).sum::<u64>() + config.1);
@@ -133,14 +142,33 @@ pub async fn push_image(
             Outcome::Present(n) => summary.present.add(n),
         }
     }
-    client
-        .put_manifest(
+    let target = reference.manifest_reference();
+    let put = || {
+        client.put_manifest(
             repo,
-            &reference.manifest_reference(),
+            &target,
             &media_type,
-            Bytes::from(manifest_bytes),
+            Bytes::from(manifest_bytes.clone()),
         )
-        .await?;
+    };
+    match put().await {
+        Err(e) if blob_unknown(&e) => {
+            tracing::info!(
+                "{reference}: the registry did not yet know a blob; checking them again"
+            );
+            for (digest, _) in layers_again.iter().chain([&config_again]) {
+                if !client.blob_exists(repo, digest).await? {
+                    client
+                        .upload_blob(repo, digest, &store.path(digest), None)
+                        .await?;
+                }
+            }
+            put().await?;
+        }
+        other => {
+            other?;
+        }
+    }
     Ok(summary)
 }
 

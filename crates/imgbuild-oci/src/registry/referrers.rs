@@ -64,14 +64,25 @@ pub async fn attach_artifact(
     let bytes = to_canonical_json(&manifest).expect("JSON values serialize");
     let digest = Digest::of(&bytes);
     let size = bytes.len();
-    let headers = client
-        .put_manifest(
-            repository,
-            &digest.to_string(),
-            MANIFEST,
-            Bytes::from(bytes),
-        )
-        .await?;
+    let reference = digest.to_string();
+    let put = || client.put_manifest(repository, &reference, MANIFEST, Bytes::from(bytes.clone()));
+    let headers = match put().await {
+        // Another client pushing the same artifact at the same moment (see `blob_unknown`).
+        Err(e) if super::push::blob_unknown(&e) => {
+            tracing::info!(
+                "{repository}: the registry did not yet know a blob; checking them again"
+            );
+            for d in [&empty, &content] {
+                if !client.blob_exists(repository, d).await? {
+                    client
+                        .upload_blob(repository, d, &store.path(d), None)
+                        .await?;
+                }
+            }
+            put().await?
+        }
+        other => other?,
+    };
     if headers.contains_key("oci-subject") {
         return Ok((digest, ReferrersMode::Api));
     }
