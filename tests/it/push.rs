@@ -694,9 +694,18 @@ fn podman_and_skopeo_logins_are_read_from_their_auth_files() {
         );
         (out, tag)
     };
-    // Nobody logged in: refused, with what to do.
+    // Nobody logged in: refused, with what to do and where it looked.
     let (out, _) = push("anon", &[]);
-    assert_fails_with(&out, &["no credentials were found"]);
+    assert_fails_with(
+        &out,
+        &[
+            "no credentials were found",
+            "imgbuild login",
+            "looked in:",
+            "xdg-runtime/containers/auth.json",
+            "no-docker-config/config.json",
+        ],
+    );
 
     // `podman login --authfile FILE`, then REGISTRY_AUTH_FILE=FILE.
     let authfile = ctx.path("auth.json");

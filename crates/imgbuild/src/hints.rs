@@ -116,11 +116,18 @@ fn oci_hint(e: &OciError) -> Option<String> {
 
 fn registry_hint(e: &RegistryError) -> Option<String> {
     match e {
-        RegistryError::Unauthorized { rejected: None, .. } => Some(
-            "pass --creds USER:PASSWORD, set IMGBUILD_REGISTRY_USER and \
-             IMGBUILD_REGISTRY_PASSWORD, or log in with `docker login`"
-                .to_string(),
-        ),
+        RegistryError::Unauthorized { rejected: None, .. } => {
+            let files: Vec<String> = imgbuild_oci::registry::credential_files(None)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            Some(format!(
+                "pass --creds USER:PASSWORD, set IMGBUILD_REGISTRY_USER and \
+                 IMGBUILD_REGISTRY_PASSWORD, or log in with `imgbuild login`, `podman login` or \
+                 `docker login` (looked in: {})",
+                files.join(", ")
+            ))
+        }
         _ => None,
     }
 }

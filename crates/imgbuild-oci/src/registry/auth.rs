@@ -111,15 +111,7 @@ pub fn resolve_credentials(
             CredentialSource::AuthFile(path.clone()),
         );
     }
-    let mut containers = Vec::new();
-    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
-        containers.push(PathBuf::from(dir).join("containers/auth.json"));
-    }
-    match std::env::var_os("XDG_CONFIG_HOME") {
-        Some(dir) => containers.push(PathBuf::from(dir).join("containers/auth.json")),
-        None => containers.extend(dirs_home().map(|h| h.join(".config/containers/auth.json"))),
-    }
-    for path in containers {
+    for path in containers_auth_files() {
         if let Ok(text) = std::fs::read_to_string(&path) {
             let found = from_file(
                 registry,
@@ -132,12 +124,8 @@ pub fn resolve_credentials(
             }
         }
     }
-    let path = match std::env::var_os("DOCKER_CONFIG") {
-        Some(dir) => PathBuf::from(dir).join("config.json"),
-        None => match dirs_home() {
-            Some(home) => home.join(".docker/config.json"),
-            None => return Ok(None),
-        },
+    let Some(path) = docker_config_file() else {
+        return Ok(None);
     };
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(None);
@@ -207,6 +195,41 @@ fn from_file(
             .map(|c| c.map(|c| (c, CredentialSource::Helper(store.to_string()))));
     }
     Ok(None)
+}
+
+/// podman's and skopeo's default auth files, in the order they are read.
+fn containers_auth_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+        files.push(PathBuf::from(dir).join("containers/auth.json"));
+    }
+    match std::env::var_os("XDG_CONFIG_HOME") {
+        Some(dir) => files.push(PathBuf::from(dir).join("containers/auth.json")),
+        None => files.extend(dirs_home().map(|h| h.join(".config/containers/auth.json"))),
+    }
+    files
+}
+
+fn docker_config_file() -> Option<PathBuf> {
+    match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => Some(PathBuf::from(dir).join("config.json")),
+        None => dirs_home().map(|h| h.join(".docker/config.json")),
+    }
+}
+
+/// Every place [`resolve_credentials`] looks after the flag and the variables, in order, for
+/// a message that says where no credentials were found: the auth file given (or
+/// `REGISTRY_AUTH_FILE`) alone, else the containers auth files and Docker's config.
+pub fn credential_files(auth_file: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(given) = auth_file
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("REGISTRY_AUTH_FILE").map(PathBuf::from))
+    {
+        return vec![given];
+    }
+    let mut files = containers_auth_files();
+    files.extend(docker_config_file());
+    files
 }
 
 /// The auth file `imgbuild login` writes when none is given: podman's default,

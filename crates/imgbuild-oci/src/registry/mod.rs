@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 pub use crate::reference::{ParseReferenceError, Reference, DOCKER_HUB};
 pub use auth::{
-    default_auth_file, remove_login, resolve_credentials, store_login, CredentialSource,
-    Credentials,
+    credential_files, default_auth_file, remove_login, resolve_credentials, store_login,
+    CredentialSource, Credentials,
 };
 pub use client::{ClientOptions, RegistryClient, CHUNK_SIZE};
 pub use merge::{merge_index, MergeError, Merged};
