@@ -115,11 +115,6 @@ fn layer_digests(m: &Value) -> Vec<String> {
         .collect()
 }
 
-fn elf_machine(bytes: &[u8]) -> u16 {
-    assert_eq!(&bytes[..4], b"\x7fELF");
-    u16::from_le_bytes([bytes[18], bytes[19]])
-}
-
 fn build_two(ctx: &TestContext, deps: &[&str], out: &Path, extra: &[&str]) -> std::process::Output {
     let spec = spec(ctx, deps);
     let mut args = vec!["--spec", spec.to_str().unwrap()];
@@ -211,18 +206,8 @@ fn one_build_makes_an_index_of_amd64_and_arm64_that_skopeo_reads_and_podman_runs
     // A layer with the same bytes on both platforms (the noarch package's; whereami's script,
     // the same text for both) is one blob; busybox's layer differs.
     let layer_with = |m: &Value, path: &str| {
-        m["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| {
-                let one = serde_json::json!({ "layers": [l] });
-                manifest_entries(&out, &one).iter().any(|e| e.path == path)
-            })
-            .unwrap_or_else(|| panic!("no layer holds {path}"))["digest"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        layer_holding(&out, m, |entries| entries.iter().any(|e| e.path == path))
+            .unwrap_or_else(|| panic!("no layer holds {path}"))
     };
     let rows = "opt/conda/share/shareddata/rows.txt";
     assert_eq!(layer_with(&amd, rows), layer_with(&arm, rows));
@@ -494,6 +479,12 @@ fn per_platform_builds_from_separate_runners_merge_into_one_index() {
     );
     let dup = merge(&[&amd, &other_amd]);
     assert_fails_with(&dup, &["two images for linux/amd64"]);
+    // A source on another registry is refused before anything is fetched.
+    let elsewhere = format!("127.0.0.2:1/ml/env@{}", pushed_digest(&second, &target));
+    assert_fails_with(
+        &merge(&[&amd, &elsewhere]),
+        &["merges images on one registry"],
+    );
     // An image not named by digest is refused with what to do.
     let by_tag = format!("{}/ml/env-amd64:ci", reg.addr);
     assert_fails_with(&merge(&[&by_tag]), &["by digest"]);
@@ -514,6 +505,16 @@ fn multi_platform_errors_name_the_platform_and_the_package() {
         out.to_str().unwrap(),
     ]);
     assert_fails_with(&res, &["linux/s390x"]);
+    // A platform asked for twice.
+    let res = ctx.imgbuild(&[
+        "--spec",
+        spec_file.to_str().unwrap(),
+        "--platform",
+        "linux/amd64,linux/amd64",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_fails_with(&res, &["linux/amd64 is asked for twice"]);
     // A package only one platform has.
     let res = build_two(&ctx, &["whereami", "x86only"], &out, &[]);
     assert_fails_with(&res, &["linux/arm64", "x86only"]);

@@ -262,12 +262,6 @@ fn pip_packages_install_for_the_target_run_and_lock() {
     assert_eq!(manifest(&ctx.path("img-lock")), manifest(&out));
 }
 
-/// ELF `e_machine` of a shared object.
-fn elf_machine(bytes: &[u8]) -> u16 {
-    assert_eq!(&bytes[..4], b"\x7fELF");
-    u16::from_le_bytes([bytes[18], bytes[19]])
-}
-
 #[test]
 fn arm64_images_get_aarch64_wheels() {
     let ctx = TestContext::new();
@@ -360,19 +354,12 @@ fn a_two_platform_build_gets_each_platform_its_wheels() {
     }
     // six is pure Python: its layer (over the 1 KiB threshold, so its own) is one blob.
     let six_layer = |m: &serde_json::Value| {
-        m["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| {
-                let one = serde_json::json!({ "layers": [l] });
-                let entries = manifest_entries(&out, &one);
-                entries
-                    .iter()
-                    .any(|e| e.path.ends_with("site-packages/six.py"))
-                    && !entries.iter().any(|e| e.path.contains("/yaml/"))
-            })
-            .map(|l| l["digest"].as_str().unwrap().to_string())
+        layer_holding(&out, m, |entries| {
+            entries
+                .iter()
+                .any(|e| e.path.ends_with("site-packages/six.py"))
+                && !entries.iter().any(|e| e.path.contains("/yaml/"))
+        })
     };
     let amd = six_layer(&layers_of[0]).expect("six has a layer of its own on amd64");
     assert_eq!(Some(amd), six_layer(&layers_of[1]));

@@ -110,6 +110,25 @@ async fn the_report_says_where_every_layer_and_the_environment_came_from() {
     assert_ne!(third.manifest_digest, first.manifest_digest);
 }
 
+/// A build of `spec` with a builder on `cache` (opened for this build alone, as a CLI run
+/// would) into the layout `out`; the report and what opening the cache swept.
+async fn build_into(
+    cache: &Path,
+    spec: &Path,
+    out: &Path,
+) -> (
+    imgbuild_pipeline::BuildReport,
+    imgbuild_builder::cache_dir::Sweep,
+) {
+    let builder = Builder::new(cache).unwrap();
+    let outputs = Outputs {
+        layout: Some(out.to_path_buf()),
+        ..Outputs::default()
+    };
+    let report = builder.build(&plan(spec), &outputs).await.unwrap();
+    (report, builder.sweep().clone())
+}
+
 fn manifest_digest(layout: &Path) -> String {
     read_json(&layout.join("index.json"))["manifests"][0]["digest"]
         .as_str()
@@ -127,14 +146,7 @@ async fn unchanged_package_layers_come_from_the_layer_cache() {
     let cache = ctx.path("cache");
     let build = |dir: &'static str| {
         let (spec, cache, out) = (spec.clone(), cache.clone(), ctx.path(dir));
-        async move {
-            let builder = Builder::new(&cache).unwrap();
-            let outputs = Outputs {
-                layout: Some(out),
-                ..Outputs::default()
-            };
-            builder.build(&plan(&spec), &outputs).await.unwrap()
-        }
+        async move { build_into(&cache, &spec, &out).await.0 }
     };
     let first = build("first").await;
     let records = conda_meta_records(&ctx.path("first"));
@@ -185,12 +197,7 @@ async fn layers_written_while_installing_equal_layers_written_after() {
     let build = |dir: &'static str| {
         let (spec, cache, out) = (spec.clone(), cache.clone(), ctx.path(dir));
         async move {
-            let builder = Builder::new(&cache).unwrap();
-            let outputs = Outputs {
-                layout: Some(out.clone()),
-                ..Outputs::default()
-            };
-            let report = builder.build(&plan(&spec), &outputs).await.unwrap();
+            let (report, _) = build_into(&cache, &spec, &out).await;
             let how = |holds: &str| {
                 report
                     .layers
@@ -230,13 +237,8 @@ async fn a_reused_staging_root_gives_the_image_a_fresh_one_gives() {
     let build = |dir: String, deps: &'static [&'static str], cache: String| {
         let (spec, cache, out) = (ctx.spec(deps), ctx.path(&cache), ctx.path(&dir));
         async move {
-            let builder = Builder::new(&cache).unwrap();
-            let outputs = Outputs {
-                layout: Some(out.clone()),
-                ..Outputs::default()
-            };
-            let report = builder.build(&plan(&spec), &outputs).await.unwrap();
-            (manifest(&out), report, builder.sweep().clone())
+            let (report, sweep) = build_into(&cache, &spec, &out).await;
+            (manifest(&out), report, sweep)
         }
     };
     let steps: &[&'static [&'static str]] = &[

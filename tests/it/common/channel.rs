@@ -157,8 +157,17 @@ fn write_json(path: &Path, value: &Value) {
     fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
 }
 
-/// Runs rattler_index over `channel` (every subdir present; noarch is created if missing).
+/// Runs rattler_index over `channel` (every subdir present; noarch is created if missing). On
+/// a thread of its own, so that it also works when called from inside a tokio runtime (the
+/// library tests are async, and the fixture channel is made by whichever test needs it first).
 pub fn index(channel: &Path) {
+    let channel = channel.to_path_buf();
+    std::thread::spawn(move || index_here(&channel))
+        .join()
+        .expect("indexing the channel panicked");
+}
+
+fn index_here(channel: &Path) {
     fs::create_dir_all(channel.join("noarch")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

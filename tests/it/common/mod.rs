@@ -237,6 +237,27 @@ pub fn platform_manifest(layout: &Path, architecture: &str) -> Value {
     read_json(&blob(layout, found["digest"].as_str().unwrap()))
 }
 
+/// ELF `e_machine` of an executable or shared object (62 x86_64, 183 aarch64).
+pub fn elf_machine(bytes: &[u8]) -> u16 {
+    assert_eq!(&bytes[..4], b"\x7fELF");
+    u16::from_le_bytes([bytes[18], bytes[19]])
+}
+
+/// The digest of the first layer of `m` (blobs in `layout`) whose entries satisfy `holds`.
+pub fn layer_holding(layout: &Path, m: &Value, holds: impl Fn(&[Entry]) -> bool) -> Option<String> {
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| {
+            holds(&manifest_entries(
+                layout,
+                &serde_json::json!({ "layers": [l] }),
+            ))
+        })
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+}
+
 /// Every entry of every layer of `manifest` (whose blobs are in `layout`), in order.
 pub fn manifest_entries(layout: &Path, m: &Value) -> Vec<Entry> {
     let mut out = Vec::new();

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use oci_spec::image::ImageManifest;
 
+use super::push::ensure_blob;
 use super::{RegistryClient, RegistryError};
 use crate::canonical::to_canonical_json;
 use crate::{BlobStore, Digest};
@@ -68,24 +69,29 @@ pub async fn put_entry(
         created,
     } = new;
     for layer in layers {
-        if client.blob_exists(repository, &layer.digest).await? {
-            continue;
-        }
-        if let Some(from) = mount_from.get(&layer.digest) {
-            if from != repository && client.mount_blob(repository, &layer.digest, from).await? {
-                continue;
-            }
-        }
-        client
-            .upload_blob(repository, &layer.digest, &store.path(&layer.digest), None)
-            .await?;
+        let from = mount_from.get(&layer.digest).map(String::as_str);
+        ensure_blob(
+            client,
+            repository,
+            &layer.digest,
+            layer.size,
+            from,
+            store,
+            None,
+        )
+        .await?;
     }
     let config = store.put_bytes(entry)?;
-    if !client.blob_exists(repository, &config).await? {
-        client
-            .upload_blob(repository, &config, &store.path(&config), None)
-            .await?;
-    }
+    ensure_blob(
+        client,
+        repository,
+        &config,
+        entry.len() as u64,
+        None,
+        store,
+        None,
+    )
+    .await?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -36,7 +36,43 @@ pub struct PushSummary {
     pub present: Tally,
 }
 
-enum Outcome {
+/// Makes sure `repository` has the blob `digest` (of `size` bytes): already there, mounted
+/// from `mount_from` (a repository on the same registry), or uploaded from `store` (fetched
+/// from `mount_from` first when the registry would not mount it). The one way every push —
+/// images, SBOM artifacts, cache entries — gets a blob into a repository.
+pub(crate) async fn ensure_blob(
+    client: &RegistryClient,
+    repository: &str,
+    digest: &Digest,
+    size: u64,
+    mount_from: Option<&str>,
+    store: &BlobStore,
+    progress: Option<&TransferProgress>,
+) -> Result<Outcome, RegistryError> {
+    if client.blob_exists(repository, digest).await? {
+        return Ok(Outcome::Present(size));
+    }
+    if let Some(from) = mount_from {
+        if from != repository && client.mount_blob(repository, digest, from).await? {
+            return Ok(Outcome::Mounted(size));
+        }
+        // The registry would not mount it: fetch it from there (once) and upload.
+        client.pull_blob(from, digest, store).await?;
+    }
+    let path = store.path(digest);
+    if !path.is_file() {
+        return Err(RegistryError::Config(format!(
+            "blob {digest} is not in {} and not in the registry; build the image again",
+            store.root().display()
+        )));
+    }
+    client
+        .upload_blob(repository, digest, &path, progress)
+        .await?;
+    Ok(Outcome::Uploaded(size))
+}
+
+pub(crate) enum Outcome {
     Uploaded(u64),
     Mounted(u64),
     Present(u64),
@@ -87,7 +123,6 @@ pub async fn push_image(
         .transpose()?
         .unwrap_or_default();
     let config = descriptor(&manifest["config"])?;
-    let (layers_again, config_again) = (layers.clone(), config);
     let repo = reference.repository.as_str();
     if let Some(p) = progress {
         p.add_total(layers.iter().map(|(_, size)| size).sum::<u64>() + config.1);
@@ -99,30 +134,23 @@ pub async fn push_image(
     };
 
     let push_one = |(digest, size): (Digest, u64)| async move {
-        if client.blob_exists(repo, &digest).await? {
+        let outcome = ensure_blob(
+            client,
+            repo,
+            &digest,
+            size,
+            mount_from.get(&digest).map(String::as_str),
+            store,
+            progress,
+        )
+        .await?;
+        if !matches!(outcome, Outcome::Uploaded(_)) {
             skipped(size);
-            return Ok::<_, RegistryError>(Outcome::Present(size));
         }
-        if let Some(from) = mount_from.get(&digest) {
-            if from != repo && client.mount_blob(repo, &digest, from).await? {
-                skipped(size);
-                return Ok(Outcome::Mounted(size));
-            }
-            // The registry would not mount it: fetch it from there (once) and upload.
-            client.pull_blob(from, &digest, store).await?;
-        }
-        let path = store.path(&digest);
-        if !path.is_file() {
-            return Err(RegistryError::Config(format!(
-                "blob {digest} is not in {} and not in the registry; build the image again",
-                store.root().display()
-            )));
-        }
-        client.upload_blob(repo, &digest, &path, progress).await?;
-        Ok(Outcome::Uploaded(size))
+        Ok::<_, RegistryError>(outcome)
     };
 
-    let mut outcomes: Vec<Outcome> = stream::iter(layers.into_iter().map(push_one))
+    let mut outcomes: Vec<Outcome> = stream::iter(layers.iter().copied().map(push_one))
         .buffer_unordered(CONCURRENT_UPLOADS)
         .try_collect()
         .await?;
@@ -156,12 +184,9 @@ pub async fn push_image(
             tracing::info!(
                 "{reference}: the registry did not yet know a blob; checking them again"
             );
-            for (digest, _) in layers_again.iter().chain([&config_again]) {
-                if !client.blob_exists(repo, digest).await? {
-                    client
-                        .upload_blob(repo, digest, &store.path(digest), None)
-                        .await?;
-                }
+            for (digest, size) in layers.iter().chain([&config]) {
+                let from = mount_from.get(digest).map(String::as_str);
+                ensure_blob(client, repo, digest, *size, from, store, None).await?;
             }
             put().await?;
         }

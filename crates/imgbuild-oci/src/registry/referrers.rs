@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 
+use super::push::ensure_blob;
 use super::{RegistryClient, RegistryError};
 use crate::{to_canonical_json, BlobStore, Digest};
 
@@ -46,13 +47,13 @@ pub async fn attach_artifact(
         .unwrap_or_else(|| MANIFEST.to_string());
     let empty = store.put_bytes(b"{}")?;
     let content = store.put_bytes(blob)?;
-    for digest in [&empty, &content] {
-        if !client.blob_exists(repository, digest).await? {
-            client
-                .upload_blob(repository, digest, &store.path(digest), None)
-                .await?;
+    let ensure = || async {
+        for (digest, size) in [(&empty, 2), (&content, blob.len() as u64)] {
+            ensure_blob(client, repository, digest, size, None, store, None).await?;
         }
-    }
+        Ok::<_, RegistryError>(())
+    };
+    ensure().await?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST,
@@ -72,13 +73,7 @@ pub async fn attach_artifact(
             tracing::info!(
                 "{repository}: the registry did not yet know a blob; checking them again"
             );
-            for d in [&empty, &content] {
-                if !client.blob_exists(repository, d).await? {
-                    client
-                        .upload_blob(repository, d, &store.path(d), None)
-                        .await?;
-                }
-            }
+            ensure().await?;
             put().await?
         }
         other => other?,
