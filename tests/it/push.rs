@@ -247,7 +247,15 @@ fn tls_registry_with_basic_auth_takes_every_credential_source() {
 
     // The certificate is not trusted without the CA, unless the host is marked insecure.
     let (_, out) = push("untrusted", &["--creds", "ci:s3cret"], &[]);
-    assert_fails_with(&out, &["cannot reach registry", &reg.addr]);
+    assert_fails_with(
+        &out,
+        &[
+            "the TLS certificate of registry",
+            &reg.addr,
+            "is not trusted",
+            "hint: trust",
+        ],
+    );
     let (tag, out) = push(
         "insecure",
         &["--creds", "ci:s3cret", "--insecure-registry", &reg.addr],
@@ -950,4 +958,318 @@ fn a_trusted_self_signed_registry_certificate_is_accepted() {
         dir.to_str().unwrap(),
     ]);
     assert_fails_with(&res, &["certificate"]);
+}
+
+/// Issue 18: a registry that requires client certificates (distribution's
+/// `http.tls.clientcas`). The certificate and key are read from the registry's certs.d
+/// directory (here `--cert-dir`, skopeo's meaning) as `NAME.cert` / `NAME.key`; without them
+/// the push fails at once saying what is missing, and a CA that does not match is named.
+#[test]
+fn mutual_tls_takes_the_client_certificate_from_the_cert_dir() {
+    let reg = Registry::start(RegistryOptions {
+        tls: true,
+        client_certs: true,
+        ..RegistryOptions::default()
+    });
+    let ca = reg.ca.clone().unwrap();
+    let (client_cert, client_key) = reg.client_cert.clone().unwrap();
+    let ctx = TestContext::new();
+    let spec = ctx.spec(&["whereami"]);
+    let dir = ctx.path("certs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let push = |name: &str| {
+        let tag = format!("{}/ml/env:{name}", reg.addr);
+        let started = std::time::Instant::now();
+        let out = ctx.imgbuild(&[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--tag",
+            &tag,
+            "--push",
+            "--cert-dir",
+            dir.to_str().unwrap(),
+        ]);
+        (out, tag, started.elapsed())
+    };
+
+    // A CA that did not sign the registry's certificate: refused, and the message names the
+    // CA file that was trusted.
+    sh(&format!(
+        "cd {} && openssl req -x509 -newkey rsa:2048 -nodes -keyout /dev/null -out other-ca.crt -days 2 -subj /CN=other 2>/dev/null",
+        dir.display()
+    ));
+    let (out, _, took) = push("wrong-ca");
+    let err = assert_fails_with(&out, &["is not trusted", "other-ca.crt", "hint: trust"]);
+    assert!(!err.contains("retrying"), "{err}");
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    std::fs::remove_file(dir.join("other-ca.crt")).unwrap();
+
+    // The right CA but no client certificate: the registry refuses the connection, at once.
+    std::fs::copy(&ca, dir.join("ca.crt")).unwrap();
+    let (out, _, took) = push("no-client-cert");
+    let err = assert_fails_with(
+        &out,
+        &[
+            "wants a client certificate",
+            "none was found",
+            "client.cert",
+        ],
+    );
+    assert!(!err.contains("retrying"), "{err}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+
+    // A certificate without its key is refused by name before anything is sent.
+    std::fs::copy(&client_cert, dir.join("client.cert")).unwrap();
+    let (out, _, _) = push("no-key");
+    assert_fails_with(&out, &["client.cert", "without its key", "client.key"]);
+
+    // With both, the push works, and skopeo (the peer) reads the image with the same dir.
+    std::fs::copy(&client_key, dir.join("client.key")).unwrap();
+    let (out, tag, _) = push("mtls");
+    assert_ok(&out);
+    let digest = pushed_digest(&out, &tag);
+    let inspect = sh(&format!(
+        "skopeo inspect --cert-dir {} docker://{tag}",
+        dir.display()
+    ));
+    assert!(inspect.contains(&digest), "{inspect}");
+
+    // The same files in the per-user certs.d directory for HOST:PORT, as podman reads them.
+    let certs_d = ctx.path(&format!("xdg-config/containers/certs.d/{}", reg.addr));
+    std::fs::create_dir_all(certs_d.parent().unwrap()).unwrap();
+    std::fs::rename(&dir, &certs_d).unwrap();
+    let tag = format!("{}/ml/env:certs-d", reg.addr);
+    let out = ctx.imgbuild(&["--spec", spec.to_str().unwrap(), "--tag", &tag, "--push"]);
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+}
+
+/// Issue 18: containers-auth.json keys for a namespace (`host/ml`) are used for repositories
+/// under it, the most specific first; `imgbuild login HOST/NAMESPACE` writes one, as `podman
+/// login` does, and podman reads it back.
+#[test]
+fn namespaced_auth_file_entries_win_for_their_repositories() {
+    use std::io::Write as _;
+    let reg = Registry::start(RegistryOptions {
+        tls: true,
+        htpasswd: Some(("ci", "s3cret-pass")),
+        ..RegistryOptions::default()
+    });
+    let ctx = TestContext::new();
+    let file = ctx.path("auth.json");
+    // The registry-wide entry holds credentials the registry rejects.
+    std::fs::write(
+        &file,
+        serde_json::json!({"auths": {reg.addr.as_str(): {"auth": base64_encode("nobody:wrong")}}})
+            .to_string(),
+    )
+    .unwrap();
+    let namespaced = format!("{}/ml", reg.addr);
+    let mut child = ctx
+        .command(
+            &[
+                "login",
+                &namespaced,
+                "-u",
+                "ci",
+                "--password-stdin",
+                "--authfile",
+                file.to_str().unwrap(),
+                "--insecure-registry",
+                &reg.addr,
+            ],
+            &[],
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "s3cret-pass").unwrap();
+    assert_ok(&child.wait_with_output().unwrap());
+    let auths = read_json(&file)["auths"].clone();
+    assert!(auths[namespaced.as_str()]["auth"].is_string(), "{auths}");
+    assert!(auths[reg.addr.as_str()]["auth"].is_string(), "{auths}");
+    let login = sh(&format!(
+        "podman login --get-login --authfile {} {namespaced}",
+        file.display()
+    ));
+    assert_eq!(login.trim(), "ci");
+
+    let spec = ctx.spec(&["whereami"]);
+    let push = |tag: &str| {
+        ctx.imgbuild(&[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--tag",
+            tag,
+            "--push",
+            "--authfile",
+            file.to_str().unwrap(),
+            "--insecure-registry",
+            &reg.addr,
+        ])
+    };
+    let tag = format!("{namespaced}/env:1");
+    let out = push(&tag);
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
+    // Outside the namespace the registry-wide entry applies, and is rejected by name.
+    let out = push(&format!("{}/other/env:1", reg.addr));
+    assert_fails_with(
+        &out,
+        &["rejected the credentials for user 'nobody'", "auth.json"],
+    );
+    // logout HOST/NAMESPACE removes that entry only.
+    assert_ok(&ctx.imgbuild(&["logout", &namespaced, "--authfile", file.to_str().unwrap()]));
+    let auths = read_json(&file)["auths"].clone();
+    assert!(auths.get(namespaced.as_str()).is_none(), "{auths}");
+    assert!(auths[reg.addr.as_str()]["auth"].is_string(), "{auths}");
+}
+
+/// Issue 18: an air-gapped cluster mirrors the base image's registry and says so in
+/// registries.conf (`--registries-conf` or `CONTAINERS_REGISTRIES_CONF`): the base is pulled
+/// from the first mirror that has it (a dead one is skipped with a warning) while its own name
+/// resolves nowhere; the SBOM still names the image by that name; when no source has it, the
+/// error lists each one.
+#[test]
+fn a_base_image_is_pulled_from_its_registries_conf_mirror() {
+    let mirror = Registry::start(RegistryOptions::default());
+    let ctx = TestContext::new();
+    let base_layout = ctx.path("base");
+    assert_ok(&ctx.imgbuild(&[
+        "--spec",
+        ctx.spec(&["busybox"]).to_str().unwrap(),
+        "--prefix",
+        "/usr/local/bb",
+        "--output",
+        base_layout.to_str().unwrap(),
+        "--tag",
+        "base",
+    ]));
+    sh(&format!(
+        "skopeo copy --dest-tls-verify=false oci:{}:base docker://{}/hub/library/bb:1",
+        base_layout.display(),
+        mirror.addr
+    ));
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let write_conf = |name: &str, mirrors: &[&str]| {
+        let mut text =
+            "[[registry]]\nprefix = \"upstream.invalid\"\nlocation = \"upstream.invalid\"\n"
+                .to_string();
+        for m in mirrors {
+            text.push_str(&format!(
+                "[[registry.mirror]]\nlocation = \"{m}\"\ninsecure = true\n"
+            ));
+        }
+        let path = ctx.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let dead = format!("127.0.0.1:{dead_port}/hub");
+    let live = format!("{}/hub", mirror.addr);
+    let conf = write_conf("registries.conf", &[&dead, &live]);
+    let base_ref = "upstream.invalid/library/bb:1";
+    let spec = ctx.spec(&["whereami"]);
+    let build = |out: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec![
+            "--spec",
+            spec.to_str().unwrap(),
+            "--base",
+            base_ref,
+            "--output",
+            out,
+            "--tag",
+            "app:1",
+        ];
+        args.extend_from_slice(extra);
+        let started = std::time::Instant::now();
+        (ctx.imgbuild_env(&args, env), started.elapsed())
+    };
+    let app = ctx.path("app");
+    let sbom = ctx.path("sbom.json");
+    let (out, _) = build(
+        app.to_str().unwrap(),
+        &[
+            "--registries-conf",
+            conf.to_str().unwrap(),
+            "--sbom",
+            sbom.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "cannot pull {base_ref} from 127.0.0.1:{dead_port}/hub/library/bb:1"
+        )),
+        "{err}"
+    );
+    assert!(mirror.count("\"GET /v2/hub/library/bb/manifests/1") >= 1);
+    let base_layers = manifest(&base_layout)["layers"].as_array().unwrap().clone();
+    let app_layers = manifest(&app)["layers"].as_array().unwrap().clone();
+    assert_eq!(&app_layers[..base_layers.len()], base_layers.as_slice());
+    // The image is named by what the user asked for, not by where its bytes came from.
+    let sbom_text = std::fs::read_to_string(&sbom).unwrap();
+    assert!(sbom_text.contains(base_ref), "{sbom_text}");
+    assert!(!sbom_text.contains(&mirror.addr), "{sbom_text}");
+
+    // The variable podman and skopeo read works the same.
+    let (out, _) = build(
+        ctx.path("app-env").to_str().unwrap(),
+        &[],
+        &[("CONTAINERS_REGISTRIES_CONF", conf.to_str().unwrap())],
+    );
+    assert_ok(&out);
+    assert_eq!(manifest(&ctx.path("app-env")), manifest(&app));
+
+    // Without the mirror the name resolves nowhere: a quick failure that names it.
+    let (out, took) = build(ctx.path("none").to_str().unwrap(), &[], &[]);
+    assert_fails_with(&out, &["upstream.invalid"]);
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+    assert!(!ctx.path("none").join("index.json").exists());
+
+    // No source has it: every one is named with what went wrong there.
+    let empty = write_conf("empty.conf", &[&format!("{}/empty", mirror.addr)]);
+    let (out, took) = build(
+        ctx.path("missing").to_str().unwrap(),
+        &["--registries-conf", empty.to_str().unwrap()],
+        &[],
+    );
+    assert_fails_with(
+        &out,
+        &[
+            &format!("cannot pull {base_ref} from any of its sources"),
+            &format!("{}/empty/library/bb:1", mirror.addr),
+            "upstream.invalid/library/bb:1: cannot reach registry upstream.invalid",
+        ],
+    );
+    assert!(took < std::time::Duration::from_secs(20), "{took:?}");
+
+    // A blocked registry is refused by name, and a broken file is named.
+    let blocked = ctx.path("blocked.conf");
+    std::fs::write(
+        &blocked,
+        "[[registry]]\nlocation = \"upstream.invalid\"\nblocked = true\n",
+    )
+    .unwrap();
+    let (out, _) = build(
+        ctx.path("blocked").to_str().unwrap(),
+        &["--registries-conf", blocked.to_str().unwrap()],
+        &[],
+    );
+    assert_fails_with(&out, &["blocked", "blocked.conf"]);
+    std::fs::write(&blocked, "[[registry]\n").unwrap();
+    let (out, _) = build(
+        ctx.path("broken").to_str().unwrap(),
+        &["--registries-conf", blocked.to_str().unwrap()],
+        &[],
+    );
+    assert_fails_with(&out, &["blocked.conf", "not a valid registries.conf"]);
 }

@@ -41,5 +41,5 @@ pub use error::OciError;
 pub use image::{BuiltImage, Compression, ImagePlatform, LayerBlob, RuntimeConfig};
 pub use index::{assemble_index, Built, BuiltIndex};
 pub use progress::TransferProgress;
-pub use pull::pull_image;
+pub use pull::{pull_image, pull_image_from_sources};
 pub use time::{parse_rfc3339_utc, rfc3339_utc};

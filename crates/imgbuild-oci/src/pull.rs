@@ -4,8 +4,57 @@
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 
 use crate::image::ImagePlatform;
-use crate::registry::{Reference, RegistryClient, RegistryError};
+use crate::registry::{ClientOptions, Reference, RegistriesConf, RegistryClient, RegistryError};
 use crate::{BaseImage, BlobStore, Digest};
+
+/// Pulls `reference` for `platform` into `store` from the first of its sources that has it:
+/// the mirrors registries.conf names for it, then its own location (see
+/// [`crate::registry::RegistriesConf`]). `fetch_layers` says, for the source the image comes
+/// from, whether its layers are needed here (see [`pull_image`]). The image remembers that
+/// source as its origin, so its layers are mounted from there.
+pub async fn pull_image_from_sources(
+    reference: &Reference,
+    options: &ClientOptions,
+    platform: &ImagePlatform,
+    store: &BlobStore,
+    fetch_layers: impl Fn(&Reference) -> bool,
+) -> Result<BaseImage, RegistryError> {
+    let sources =
+        RegistriesConf::load(options.registries_conf.as_deref())?.pull_sources(reference)?;
+    let only_one = sources.len() == 1;
+    let mut failed = Vec::new();
+    for source in sources {
+        let mut options = options.clone();
+        if source.insecure {
+            options
+                .insecure_hosts
+                .push(source.reference.registry.clone());
+        }
+        let at = &source.reference;
+        let pulled =
+            match RegistryClient::new(&at.registry, at.api_host(), &at.repository, &options) {
+                Ok(client) => pull_image(&client, at, platform, store, fetch_layers(at)).await,
+                Err(e) => Err(e),
+            };
+        match pulled {
+            Ok(image) => {
+                if source.mirror {
+                    tracing::info!("pulled {reference} from its mirror {at}");
+                }
+                return Ok(image);
+            }
+            Err(e) if only_one => return Err(e),
+            Err(e) => {
+                tracing::warn!("cannot pull {reference} from {at}: {e}");
+                failed.push((at.clone(), e));
+            }
+        }
+    }
+    Err(RegistryError::NoSource {
+        reference: Box::new(reference.clone()),
+        failed,
+    })
+}
 
 /// Pulls `reference` for `platform` into `store` and returns it as a base image. With
 /// `fetch_layers` false only the manifest and config come down: for a build that is only

@@ -11,8 +11,8 @@ use imgbuild_builder::download_progress::DownloadProgress;
 use imgbuild_builder::pip::PipTarget;
 use imgbuild_builder::{solve, Context, EnvSpec, Target};
 use imgbuild_layer::{BuiltEnvironment, EnvironmentCache, WriteOptions, WrittenLayer};
-use imgbuild_oci::pull_image;
-use imgbuild_oci::registry::ClientOptions;
+use imgbuild_oci::pull_image_from_sources;
+use imgbuild_oci::registry::{ClientOptions, Reference};
 use imgbuild_oci::{
     archive, assemble_index, image, layout, BaseImage, BlobStore, Built, BuiltImage, ImagePlatform,
     TransferProgress,
@@ -22,7 +22,7 @@ use crate::environment::{build_environment, PipStep};
 use crate::error::{BaseError, PipelineError};
 use crate::observer::{ByteCounter, Observer, Silent, Stage};
 use crate::plan::{BaseSource, BuildPlan, Outputs, PipOptions, Source};
-use crate::push::{client_for, push_all, Attachment};
+use crate::push::{push_all, Attachment};
 use crate::registry_cache::{self, RegistryCache};
 use crate::report::{BuildReport, Downloads, EnvironmentOrigin, IndexReport, LayerReport, Stages};
 use crate::resolve::{self, Resolved, UvFinder};
@@ -551,23 +551,17 @@ impl Builder {
                     .map_err(|e| failed(e.into()))
             }
             BaseSource::Registry(reference) => {
-                let client = client_for(reference, &self.registry)?;
-                let only_pushed_to_base_registry = outputs.layout.is_none()
-                    && outputs.archive.is_none()
-                    && outputs
-                        .push
-                        .iter()
-                        .all(|t| t.registry == reference.registry);
-                pull_image(
-                    &client,
-                    reference,
-                    platform,
-                    store,
-                    !only_pushed_to_base_registry,
-                )
-                .await
-                .map(Some)
-                .map_err(|e| failed(e.into()))
+                // Layers are needed here unless the image is only pushed to the registry the
+                // base comes from (a mirror's, when it comes from one), which mounts them.
+                let fetch_layers = |source: &Reference| {
+                    outputs.layout.is_some()
+                        || outputs.archive.is_some()
+                        || outputs.push.iter().any(|t| t.registry != source.registry)
+                };
+                pull_image_from_sources(reference, &self.registry, platform, store, fetch_layers)
+                    .await
+                    .map(Some)
+                    .map_err(|e| failed(e.into()))
             }
         }
     }

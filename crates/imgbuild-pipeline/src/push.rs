@@ -28,11 +28,12 @@ pub fn client_for(
     Ok(RegistryClient::new(
         &reference.registry,
         reference.api_host(),
+        &reference.repository,
         options,
     )?)
 }
 
-/// Pushes `built` from `store` to every target, sharing one client per registry, and
+/// Pushes `built` from `store` to every target, sharing one client per repository, and
 /// attaches each of `attachments` to its subject in each repository. Blobs of `bases`, and
 /// the blobs `elsewhere` names (a registry cache's), are mounted from their repository where
 /// it is on the target's registry.
@@ -47,13 +48,15 @@ pub async fn push_all(
     attachments: &[Attachment<'_>],
     progress: Option<&TransferProgress>,
 ) -> Result<Vec<PushReport>, PipelineError> {
-    let mut clients: HashMap<String, RegistryClient> = HashMap::new();
+    // One client per repository: its credentials may be a namespaced auth-file entry.
+    let mut clients: HashMap<(String, String), RegistryClient> = HashMap::new();
     let mut reports = Vec::new();
     for target in targets {
-        if !clients.contains_key(&target.registry) {
-            clients.insert(target.registry.clone(), client_for(target, options)?);
+        let key = (target.registry.clone(), target.repository.clone());
+        if !clients.contains_key(&key) {
+            clients.insert(key.clone(), client_for(target, options)?);
         }
-        let client = &clients[&target.registry];
+        let client = &clients[&key];
         let mut mount_from = mounts(bases, target);
         for (digest, repo) in elsewhere {
             if repo.registry == target.registry {

@@ -67,7 +67,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct LoginArgs {
-    /// The registry: HOST or HOST:PORT.
+    /// The registry: HOST or HOST:PORT, or HOST[:PORT]/NAMESPACE for credentials used only
+    /// for repositories under that namespace.
     #[arg(value_name = "REGISTRY")]
     pub registry: String,
 
@@ -95,7 +96,7 @@ pub struct LoginArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct LogoutArgs {
-    /// The registry: HOST or HOST:PORT.
+    /// The registry as given to `login`: HOST[:PORT] or HOST[:PORT]/NAMESPACE.
     #[arg(value_name = "REGISTRY")]
     pub registry: String,
 
@@ -247,6 +248,12 @@ pub struct RegistryArgs {
     /// Allow plain HTTP or an unverified TLS certificate for this registry HOST[:PORT] only. Repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+
+    /// The registries.conf (containers-registries.conf(5), v2) whose mirrors base images are
+    /// pulled from, alone. Default: ~/.config/containers/registries.conf or
+    /// /etc/containers/registries.conf, with their registries.conf.d drop-ins.
+    #[arg(long, value_name = "FILE", env = "CONTAINERS_REGISTRIES_CONF")]
+    pub registries_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,7 +5,7 @@
 use imgbuild_builder::pip::PipError;
 use imgbuild_builder::{BuildError, LockError};
 use imgbuild_layer::LayerError;
-use imgbuild_oci::registry::RegistryError;
+use imgbuild_oci::registry::{RegistryError, TlsFailure};
 use imgbuild_oci::OciError;
 use imgbuild_pipeline::PipelineError;
 
@@ -128,6 +128,24 @@ fn registry_hint(e: &RegistryError) -> Option<String> {
                 files.join(", ")
             ))
         }
+        RegistryError::Tls {
+            registry,
+            failure: TlsFailure::ServerCertificate,
+            ..
+        } => Some(format!(
+            "trust the registry's CA: put it in /etc/containers/certs.d/{registry}/ca.crt (or \
+             ~/.config/containers/certs.d/{registry}/), pass --cert-dir DIR, or set \
+             SSL_CERT_FILE; for a throwaway test registry, --insecure-registry {registry}"
+        )),
+        RegistryError::Tls {
+            registry,
+            failure: TlsFailure::ClientCertificate,
+            ..
+        } => Some(format!(
+            "put the client certificate and its key as client.cert and client.key in \
+             /etc/containers/certs.d/{registry}/ (or ~/.config/containers/certs.d/{registry}/), \
+             or in the directory given with --cert-dir"
+        )),
         _ => None,
     }
 }

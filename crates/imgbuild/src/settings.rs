@@ -234,6 +234,7 @@ pub fn client_options(args: &RegistryArgs) -> Result<ClientOptions> {
         auth_file: args.authfile.clone(),
         cert_dir: args.cert_dir.clone(),
         insecure_hosts: args.insecure_registries.clone(),
+        registries_conf: args.registries_conf.clone(),
         max_attempts: None,
     })
 }

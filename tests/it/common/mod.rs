@@ -94,6 +94,8 @@ impl TestContext {
             .env_remove("IMGBUILD_REGISTRY_USER")
             .env_remove("IMGBUILD_REGISTRY_PASSWORD")
             .env_remove("SSL_CERT_FILE")
+            .env_remove("SSL_CERT_DIR")
+            .env_remove("CONTAINERS_REGISTRIES_CONF")
             .env_remove("REGISTRY_AUTH_FILE")
             .env("DOCKER_CONFIG", self.path("no-docker-config"))
             // podman's and skopeo's auth files: this test's own, empty unless it logs in.

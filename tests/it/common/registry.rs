@@ -15,6 +15,9 @@ pub struct RegistryOptions {
     /// Serve HTTPS with Docker's documented one-command self-signed certificate (`openssl req
     /// -x509 … -addext subjectAltName=…`: CA:TRUE, its own leaf); `ca` is that certificate.
     pub self_signed: bool,
+    /// With `tls`: require a client certificate signed by a client CA made for this registry
+    /// (distribution's `http.tls.clientcas`); `client_cert` is one it accepts.
+    pub client_certs: bool,
     /// Require Basic auth with this user and password (htpasswd, bcrypt).
     pub htpasswd: Option<(&'static str, &'static str)>,
     /// Require Bearer tokens from a token server that accepts this user and password.
@@ -28,6 +31,8 @@ pub struct Registry {
     child: Child,
     /// The CA certificate that signed the registry's certificate (with `tls`).
     pub ca: Option<PathBuf>,
+    /// A client certificate and key (PEM files) the registry accepts (with `client_certs`).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// The token server (with `token_auth`).
     pub tokens: Option<super::token::TokenServer>,
 }
@@ -75,6 +80,22 @@ impl Registry {
                 d.join("server.key").display()
             ));
             ca = Some(d.join("ca.crt"));
+        }
+        let mut client_cert = None;
+        if options.client_certs {
+            assert!(options.tls, "client certificates need tls");
+            sh(&format!(
+                "cd {} && openssl req -x509 -newkey rsa:2048 -nodes -keyout client-ca.key -out client-ca.crt -days 2 -subj /CN=imgbuild-test-client-ca 2>/dev/null \
+                 && openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=ci-runner 2>/dev/null \
+                 && printf 'extendedKeyUsage=clientAuth\\n' > client-ext.cnf \
+                 && openssl x509 -req -in client.csr -CA client-ca.crt -CAkey client-ca.key -CAcreateserial -out client.cert -days 2 -extfile client-ext.cnf 2>/dev/null",
+                d.display()
+            ));
+            config.push_str(&format!(
+                "    clientcas:\n      - {}\n",
+                d.join("client-ca.crt").display()
+            ));
+            client_cert = Some((d.join("client.cert"), d.join("client.key")));
         }
         if options.self_signed {
             sh(&format!(
@@ -125,6 +146,7 @@ impl Registry {
             dir,
             child,
             ca,
+            client_cert,
             tokens,
         };
         registry.wait_ready();

@@ -74,9 +74,12 @@ impl fmt::Display for CredentialSource {
 /// (`--authfile`, else `REGISTRY_AUTH_FILE`; it must exist); the containers auth files
 /// `$XDG_RUNTIME_DIR/containers/auth.json` and `$XDG_CONFIG_HOME/containers/auth.json` (default
 /// `~/.config`); then `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`. In each file:
-/// `credHelpers`, `auths`, `credsStore`. `None` means anonymous.
+/// `credHelpers`, `auths`, `credsStore`; in `auths` the most specific key for `namespace`
+/// first (`registry/acme/llm-env`, `registry/acme`, then `registry` in its spellings), as
+/// containers-auth.json(5) says. `None` means anonymous.
 pub fn resolve_credentials(
     registry: &str,
+    namespace: &str,
     flag: Option<&Credentials>,
     auth_file: Option<&std::path::Path>,
 ) -> Result<Option<(Credentials, CredentialSource)>, RegistryError> {
@@ -106,6 +109,7 @@ pub fn resolve_credentials(
         })?;
         return from_file(
             registry,
+            namespace,
             &text,
             &path,
             CredentialSource::AuthFile(path.clone()),
@@ -115,6 +119,7 @@ pub fn resolve_credentials(
         if let Ok(text) = std::fs::read_to_string(&path) {
             let found = from_file(
                 registry,
+                namespace,
                 &text,
                 &path,
                 CredentialSource::AuthFile(path.clone()),
@@ -132,6 +137,7 @@ pub fn resolve_credentials(
     };
     from_file(
         registry,
+        namespace,
         &text,
         &path,
         CredentialSource::DockerConfig(path.clone()),
@@ -142,6 +148,7 @@ pub fn resolve_credentials(
 /// `credHelpers`, `auths`, then `credsStore`, as Docker and containers/image read them.
 fn from_file(
     registry: &str,
+    namespace: &str,
     text: &str,
     path: &std::path::Path,
     source: CredentialSource,
@@ -156,8 +163,9 @@ fn from_file(
         return helper_get(helper, registry)
             .map(|c| c.map(|c| (c, CredentialSource::Helper(helper.to_string()))));
     }
-    if let Some(entry) = keys
+    if let Some(entry) = namespace_keys(registry, namespace)
         .iter()
+        .chain(&keys)
         .map(|k| &config["auths"][k.as_str()])
         .find(|e| e.is_object())
     {
@@ -322,6 +330,18 @@ fn config_keys(registry: &str) -> Vec<String> {
     keys
 }
 
+/// The namespaced `auths` keys for a repository, most specific first: `registry/a/b/c`,
+/// `registry/a/b`, `registry/a` for `a/b/c`.
+fn namespace_keys(registry: &str, namespace: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut rest = namespace.trim_matches('/');
+    while !rest.is_empty() {
+        keys.push(format!("{registry}/{rest}"));
+        rest = rest.rsplit_once('/').map_or("", |(parent, _)| parent);
+    }
+    keys
+}
+
 /// `docker-credential-<helper> get`, per Docker's credential-helper protocol.
 fn helper_get(helper: &str, registry: &str) -> Result<Option<Credentials>, RegistryError> {
     let program = format!("docker-credential-{helper}");
@@ -424,6 +444,41 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_most_specific_namespace_entry_wins() {
+        assert_eq!(
+            namespace_keys("r.io:5000", "acme/ml/env"),
+            [
+                "r.io:5000/acme/ml/env",
+                "r.io:5000/acme/ml",
+                "r.io:5000/acme"
+            ]
+        );
+        assert!(namespace_keys("r.io", "").is_empty());
+        let entry = |u: &str| {
+            let auth = base64::engine::general_purpose::STANDARD.encode(format!("{u}:pw"));
+            serde_json::json!({ "auth": auth })
+        };
+        let file = serde_json::json!({ "auths": {
+            "r.io": entry("host"),
+            "r.io/acme": entry("acme"),
+            "r.io/acme/ml/env": entry("env"),
+        }})
+        .to_string();
+        let user = |ns: &str| {
+            let source = CredentialSource::AuthFile("auth.json".into());
+            from_file("r.io", ns, &file, Path::new("auth.json"), source)
+                .unwrap()
+                .unwrap()
+                .0
+                .username
+        };
+        assert_eq!(user("acme/ml/env"), "env");
+        assert_eq!(user("acme/ml/other"), "acme");
+        assert_eq!(user("acmeother/x"), "host");
+        assert_eq!(user(""), "host");
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! disk (bounded memory), and per-request retries with backoff.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,7 +15,8 @@ use tokio::io::AsyncReadExt;
 use url::Url;
 
 use super::auth::{resolve_credentials, Challenge, CredentialSource, Credentials};
-use super::RegistryError;
+use super::tls::{tls_failure, TlsFiles};
+use super::{RegistryError, TrustSummary};
 
 mod auth_flow;
 mod blobs;
@@ -35,6 +35,9 @@ pub struct ClientOptions {
     /// `--cert-dir`: the directory of `*.crt` CAs for the registry, instead of its certs.d
     /// directories (skopeo's meaning).
     pub cert_dir: Option<std::path::PathBuf>,
+    /// The registries.conf to read mirrors from for pulls, instead of the default files
+    /// (`--registries-conf`).
+    pub registries_conf: Option<std::path::PathBuf>,
     /// Hosts (`host` or `host:port`) that may use plain HTTP or an unverified certificate.
     pub insecure_hosts: Vec<String>,
     /// Attempts per request for transient failures (connection errors, 429, 5xx).
@@ -54,6 +57,8 @@ pub struct RegistryClient {
     host: String,
     http: reqwest::Client,
     insecure: bool,
+    /// What TLS trusts and presents beyond the defaults, for messages.
+    trust: TrustSummary,
     creds: Option<(Credentials, CredentialSource)>,
     state: Mutex<AuthState>,
     /// Held while answering a challenge, so concurrent requests fetch one token, not many.
@@ -87,8 +92,15 @@ impl<'a> Call<'a> {
 
 impl RegistryClient {
     /// A client for `registry` (as in a reference: `docker.io`, `127.0.0.1:5000`) whose API
-    /// lives at `host`.
-    pub fn new(registry: &str, host: &str, options: &ClientOptions) -> Result<Self, RegistryError> {
+    /// lives at `host`, for repositories under `namespace` (`acme/llm-env`, or `""` for the
+    /// whole registry): the credentials are those of the most specific auth-file entry for
+    /// it (`host/acme/llm-env`, `host/acme`, then `host`), as podman picks them.
+    pub fn new(
+        registry: &str,
+        host: &str,
+        namespace: &str,
+        options: &ClientOptions,
+    ) -> Result<Self, RegistryError> {
         let insecure = options
             .insecure_hosts
             .iter()
@@ -98,19 +110,15 @@ impl RegistryClient {
             .connect_timeout(Duration::from_secs(30))
             // A registry that stops answering mid-request is a transient failure, not a hang.
             .read_timeout(Duration::from_secs(60));
-        let mut trusted = Vec::new();
-        if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
-            trusted.extend(pem_certs(Path::new(&path)).map_err(|e| {
-                RegistryError::Config(format!("SSL_CERT_FILE={}: {e}", Path::new(&path).display()))
-            })?);
-        }
-        for dir in cert_dirs(registry, options.cert_dir.as_deref()) {
-            trusted.extend(certs_in(&dir)?);
-        }
-        if insecure {
-            builder = builder.danger_accept_invalid_certs(true);
-        } else if !trusted.is_empty() {
-            let config = super::tls::client_config(trusted)
+        let tls =
+            TlsFiles::load(registry, options.cert_dir.as_deref()).map_err(RegistryError::Config)?;
+        let trust = TrustSummary {
+            ca_sources: tls.ca_sources.clone(),
+            client_cert: tls.identity.as_ref().map(|id| id.file.clone()),
+        };
+        if insecure || !tls.is_default() {
+            let config = tls
+                .client_config(insecure)
                 .map_err(|e| RegistryError::Config(format!("cannot set up TLS: {e}")))?;
             builder = builder.tls_backend_preconfigured(config);
         }
@@ -122,8 +130,10 @@ impl RegistryClient {
             host: host.to_string(),
             http,
             insecure,
+            trust,
             creds: resolve_credentials(
                 registry,
+                namespace,
                 options.credentials.as_ref(),
                 options.auth_file.as_deref(),
             )?,
@@ -188,6 +198,15 @@ impl RegistryClient {
             let response = match result {
                 Ok(r) => r,
                 Err(e) => {
+                    // A certificate refused, on either side, is refused again if asked again.
+                    if let Some(failure) = tls_failure(&e) {
+                        return Err(RegistryError::Tls {
+                            registry: self.registry.clone(),
+                            failure,
+                            trust: self.trust.clone(),
+                            source: e.without_url(),
+                        });
+                    }
                     // An insecure host may speak plain HTTP: switch once, as Docker does.
                     if self.insecure
                         && url.scheme() == "https"
@@ -302,57 +321,6 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
         filled += n;
     }
     Ok(filled)
-}
-
-/// The directories whose `*.crt` files are CAs for `registry` (`host` or `host:port`): the
-/// one given, else the certs.d directories podman, skopeo, buildah and Docker read —
-/// `/etc/containers/certs.d/REGISTRY`, `${XDG_CONFIG_HOME:-~/.config}/containers/certs.d/REGISTRY`
-/// and `/etc/docker/certs.d/REGISTRY` — those that exist.
-fn cert_dirs(registry: &str, given: Option<&Path>) -> Vec<std::path::PathBuf> {
-    if let Some(dir) = given {
-        return vec![dir.to_path_buf()];
-    }
-    let mut roots = vec![std::path::PathBuf::from("/etc/containers/certs.d")];
-    match std::env::var_os("XDG_CONFIG_HOME") {
-        Some(dir) => roots.push(std::path::PathBuf::from(dir).join("containers/certs.d")),
-        None => roots.extend(
-            std::env::var_os("HOME")
-                .map(|h| std::path::PathBuf::from(h).join(".config/containers/certs.d")),
-        ),
-    }
-    roots.push("/etc/docker/certs.d".into());
-    roots
-        .into_iter()
-        .map(|r| r.join(registry))
-        .filter(|d| d.is_dir())
-        .collect()
-}
-
-/// The certificates in the PEM file at `path`.
-fn pem_certs(path: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
-    use rustls_pki_types::pem::PemObject as _;
-    rustls_pki_types::CertificateDer::pem_file_iter(path)
-        .map_err(|e| e.to_string())?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())
-}
-
-/// The certificates of every `*.crt` file in `dir`, sorted by name.
-fn certs_in(dir: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, RegistryError> {
-    let bad = |path: &Path, e: &dyn std::fmt::Display| {
-        RegistryError::Config(format!("{}: {e}", path.display()))
-    };
-    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| bad(dir, &e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    for path in files {
-        out.extend(pem_certs(&path).map_err(|e| bad(&path, &e))?);
-    }
-    Ok(out)
 }
 
 /// A URL without its query (upload URLs carry state tokens) for messages.

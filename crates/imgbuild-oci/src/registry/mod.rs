@@ -7,6 +7,7 @@ mod client;
 mod merge;
 mod push;
 mod referrers;
+mod registries_conf;
 mod tls;
 
 use std::path::PathBuf;
@@ -20,6 +21,40 @@ pub use client::{ClientOptions, RegistryClient, CHUNK_SIZE};
 pub use merge::{merge_index, MergeError, Merged};
 pub use push::{push_built, push_image, PushSummary, Tally, CONCURRENT_UPLOADS};
 pub use referrers::{attach_artifact, referrers_tag, ReferrersMode};
+pub use registries_conf::{PullSource, RegistriesConf};
+pub use tls::TlsFailure;
+
+/// What a client trusted and presented beyond the system's store: where its extra CAs came
+/// from (`SSL_CERT_FILE=…`, `SSL_CERT_DIR=…`, each certs.d or `--cert-dir` `*.crt` file) and
+/// its client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustSummary {
+    pub ca_sources: Vec<String>,
+    pub client_cert: Option<PathBuf>,
+}
+
+fn tls_message(registry: &str, failure: TlsFailure, trust: &TrustSummary) -> String {
+    match failure {
+        TlsFailure::ServerCertificate => {
+            format!(
+                "the TLS certificate of registry {registry} is not trusted (trusted: the system's \
+                 CAs{})",
+                if trust.ca_sources.is_empty() {
+                    ", and no CA files for this registry".to_string()
+                } else {
+                    format!(" and {}", trust.ca_sources.join(", "))
+                }
+            )
+        }
+        TlsFailure::ClientCertificate => format!(
+            "registry {registry} refused the TLS connection: it wants a client certificate, and {}",
+            match &trust.client_cert {
+                Some(path) => format!("it did not accept {}", path.display()),
+                None => "none was found for it".to_string(),
+            }
+        ),
+    }
+}
 
 /// What can go wrong talking to a registry. Messages name the registry and repository and
 /// never contain credentials, tokens or upload-session URLs.
@@ -36,6 +71,16 @@ pub enum RegistryError {
     Transport {
         registry: String,
         action: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A TLS handshake failed on a certificate (never retried: asking again gets the same
+    /// answer). Says what was trusted or presented, from which files.
+    #[error("{}", tls_message(registry, *failure, trust))]
+    Tls {
+        registry: String,
+        failure: TlsFailure,
+        trust: TrustSummary,
         #[source]
         source: reqwest::Error,
     },
@@ -74,6 +119,16 @@ pub enum RegistryError {
         registry: String,
         repository: String,
         message: String,
+    },
+    /// Every source of an image (its registries.conf mirrors, then its location) failed; the
+    /// source is the last one's error.
+    #[error(
+        "cannot pull {reference} from any of its sources: {}",
+        failed.iter().map(|(at, e)| format!("{at}: {e}")).collect::<Vec<_>>().join("; ")
+    )]
+    NoSource {
+        reference: Box<Reference>,
+        failed: Vec<(Reference, RegistryError)>,
     },
     #[error("{path}: {source}")]
     Io {

@@ -6,6 +6,7 @@ use std::io::Read as _;
 use anyhow::{bail, Context as _, Result};
 use imgbuild_oci::registry::{
     default_auth_file, remove_login, store_login, ClientOptions, Credentials, RegistryClient,
+    DOCKER_HUB,
 };
 
 use crate::args::{LoginArgs, LogoutArgs};
@@ -37,12 +38,18 @@ pub async fn login(args: LoginArgs) -> Result<()> {
         cert_dir: args.cert_dir.clone(),
         ..ClientOptions::default()
     };
-    let host = if args.registry == "docker.io" {
+    // `HOST/NAMESPACE` (as podman takes it) keeps credentials for that namespace only; they
+    // are checked against HOST.
+    let (registry, namespace) = args
+        .registry
+        .split_once('/')
+        .unwrap_or((args.registry.as_str(), ""));
+    let host = if registry == DOCKER_HUB {
         "registry-1.docker.io"
     } else {
-        args.registry.as_str()
+        registry
     };
-    let client = RegistryClient::new(&args.registry, host, &options)?;
+    let client = RegistryClient::new(registry, host, namespace, &options)?;
     client
         .check_login()
         .await
