@@ -94,7 +94,6 @@ impl TestContext {
             .env_remove("IMGBUILD_REGISTRY_USER")
             .env_remove("IMGBUILD_REGISTRY_PASSWORD")
             .env_remove("SSL_CERT_FILE")
-            .env_remove("SSL_CERT_DIR")
             .env_remove("CONTAINERS_REGISTRIES_CONF")
             .env_remove("REGISTRY_AUTH_FILE")
             .env("DOCKER_CONFIG", self.path("no-docker-config"))

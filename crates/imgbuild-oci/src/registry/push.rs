@@ -1,5 +1,6 @@
 //! Pushing an image whose blobs are in a [`BlobStore`]: blobs first (HEAD, then mount or
-//! upload only what is missing, a few at a time), config last among blobs, then the manifest.
+//! upload only what is missing: the config alone, then the layers a few at a time), then the
+//! manifest.
 
 use std::collections::HashMap;
 
@@ -150,11 +151,15 @@ pub async fn push_image(
         Ok::<_, RegistryError>(outcome)
     };
 
+    // The config first and alone: a registry that refuses this client (its credentials, its
+    // client certificate) says so to one request, not to several at once that would each be
+    // cut off mid-connection and retried.
+    let config_outcome = push_one(config).await?;
     let mut outcomes: Vec<Outcome> = stream::iter(layers.iter().copied().map(push_one))
         .buffer_unordered(CONCURRENT_UPLOADS)
         .try_collect()
         .await?;
-    outcomes.push(push_one(config).await?);
+    outcomes.push(config_outcome);
 
     let mut summary = PushSummary {
         reference: reference.clone(),
