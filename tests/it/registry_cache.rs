@@ -233,14 +233,15 @@ fn prune_deletes_old_entries_and_keeps_what_others_use() {
         assert_ok(&out);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert!(prune("1h").contains("0 entries deleted, 2 kept"));
+    // Two environment entries, and a layer entry per package layer of each.
+    assert!(prune("1h").contains("0 entries deleted"));
     let pruned = prune("2s");
-    assert!(pruned.contains("1 entries deleted, 1 kept"), "{pruned}");
+    assert!(pruned.contains("1 entries deleted"), "{pruned}");
     // The old environment is no longer in the cache (a fresh runner builds it itself); the
     // new one still is, with every blob it shares with the old one.
     let again_old = build_env(&["whereami"], "old2", &["--cache-from", &cache_repo]);
     assert!(
-        !stderr(&again_old).contains("taken from the registry cache"),
+        !stderr(&again_old).contains("environment taken from the registry cache"),
         "{}",
         stderr(&again_old)
     );
@@ -344,4 +345,161 @@ fn runners_writing_the_cache_at_once_all_succeed_and_leave_it_readable() {
             digest.as_str()
         );
     }
+}
+
+/// Each package layer of a `--log-format json` build (not the environment's or the SBOM's,
+/// which have no recipe and are always written): (digest, how it came to be).
+fn layer_origins(out: &std::process::Output) -> Vec<(String, String)> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "layer")
+        .filter(|v| !["environment", "sbom"].contains(&v["fields"]["holds"].as_str().unwrap()))
+        .map(|v| {
+            (
+                v["fields"]["digest"].as_str().unwrap().to_string(),
+                v["fields"]["how"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Every layer digest of a `--log-format json` build.
+fn all_layers(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "layer")
+        .map(|v| v["fields"]["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 17, item 3 (first step): a runner whose environment differs from the cached one (a
+/// package added) takes every layer it shares with it from the cache's layer entries instead
+/// of compressing it again, and uploads exactly the layers that changed; to a layout it
+/// downloads those layers (digest- and diff_id-checked) and gets, byte for byte, the image a
+/// build with no cache at all makes.
+#[test]
+fn a_changed_environment_writes_only_its_new_layers_and_takes_the_rest_from_the_registry() {
+    let reg = Registry::start(RegistryOptions::default());
+    let ctx = TestContext::new();
+    let cache_repo = format!("{}/ml/cache", reg.addr);
+    let insecure = ["--insecure-registry", reg.addr.as_str()];
+    let build_deps = |deps: &[&str], cache: &str, extra: &[&str]| {
+        let spec = ctx.spec(deps);
+        let cache = ctx.path(cache);
+        let mut args = vec![
+            "--log-format",
+            "json",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--base",
+            "scratch",
+            "--big-package-threshold",
+            "1MiB",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&insecure);
+        args.extend_from_slice(extra);
+        let out = ctx.imgbuild(&args);
+        assert_ok(&out);
+        out
+    };
+    let before = ["whereami", "hello-py", "bigdata"];
+    let after = ["whereami", "hello-py", "bigdata", "binlib"];
+
+    // Runner A keeps its environment, and each layer with a recipe, in the cache.
+    let tag_a = format!("{}/ml/env:a", reg.addr);
+    let a = build_deps(
+        &before,
+        "cache-a",
+        &["--tag", &tag_a, "--push", "--cache-to", &cache_repo],
+    );
+    let a_layers: std::collections::HashSet<String> = all_layers(&a).into_iter().collect();
+    // The package layers a build shares with A came from the registry cache, the others were
+    // written; returns the shared ones.
+    let shared_from_the_cache = |out: &std::process::Output| -> Vec<String> {
+        let origins = layer_origins(out);
+        let (shared, new): (Vec<_>, Vec<_>) =
+            origins.iter().partition(|(d, _)| a_layers.contains(d));
+        assert!(shared.len() >= 2 && !new.is_empty(), "{origins:?}");
+        for (digest, how) in &shared {
+            assert_eq!(how, "from the registry cache", "{digest}: {origins:?}");
+        }
+        for (digest, how) in &new {
+            assert!(how.starts_with("written"), "{digest}: {origins:?}");
+        }
+        shared.into_iter().map(|(d, _)| d.clone()).collect()
+    };
+    let tags = sh(&format!(
+        "skopeo list-tags --tls-verify=false docker://{cache_repo}"
+    ));
+    assert!(tags.contains("\"layer-"), "{tags}");
+
+    // Runner D, an empty cache, one package more, writes a layout: the layers it shares with
+    // A are downloaded from the registry cache and checked; the image is the one a build
+    // without any cache makes.
+    let layout_d = ctx.path("layout-d");
+    let d = build_deps(
+        &after,
+        "cache-d",
+        &[
+            "--output",
+            layout_d.to_str().unwrap(),
+            "--cache-from",
+            &cache_repo,
+        ],
+    );
+    let d_shared = shared_from_the_cache(&d);
+    let layout_e = ctx.path("layout-e");
+    build_deps(&after, "cache-e", &["--output", layout_e.to_str().unwrap()]);
+    let digest_of = |layout: &std::path::Path| {
+        read_json(&layout.join("index.json"))["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(digest_of(&layout_d), digest_of(&layout_e));
+    for digest in &d_shared {
+        assert!(blob(&ctx.path("cache-d"), digest).exists(), "{digest}");
+    }
+
+    // Runner C, an empty cache, the same change, pushes to the cache's registry: the layers it
+    // shares with A come from the registry cache (never downloaded), the others are written,
+    // and only those are uploaded; the image is D's.
+    let tag_c = format!("{}/ml/env:c", reg.addr);
+    let c = build_deps(
+        &after,
+        "cache-c",
+        &[
+            "--tag",
+            &tag_c,
+            "--push",
+            "--cache-from",
+            &cache_repo,
+            "--cache-to",
+            &cache_repo,
+        ],
+    );
+    let shared = shared_from_the_cache(&c);
+    // The layers A did not have and the config go up; nothing else.
+    let not_in_a = all_layers(&c)
+        .iter()
+        .filter(|d| !a_layers.contains(*d))
+        .count();
+    let summary = push_summary(&c, &tag_c);
+    assert!(
+        summary.contains(&format!("uploaded {} blobs", not_in_a + 1)),
+        "{summary}"
+    );
+    // The cached layers were never in this runner's blob store.
+    for digest in &shared {
+        assert!(!blob(&ctx.path("cache-c"), digest).exists(), "{digest}");
+    }
+
+    let c_digest = sh(&format!(
+        "skopeo inspect --tls-verify=false --format '{{{{.Digest}}}}' docker://{tag_c}"
+    ));
+    assert_eq!(c_digest.trim(), digest_of(&layout_d));
 }

@@ -50,6 +50,10 @@ struct EntryLayer {
     owners: Vec<crate::OwnerLabel>,
     dedup_saved: u64,
     created_by: String,
+    /// The key its recipe is cached under, so a build that takes this environment can still
+    /// keep its layers in a registry cache one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recipe_key: Option<String>,
 }
 
 /// The environments cache under `dir` (`<cache>/environments`).
@@ -111,6 +115,7 @@ impl BuiltEnvironment {
                     owners: l.owners,
                     dedup_saved: l.dedup_saved,
                     origin: LayerOrigin::Reused,
+                    recipe_key: l.recipe_key,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
@@ -141,6 +146,7 @@ impl BuiltEnvironment {
                     owners: l.owners.clone(),
                     dedup_saved: l.dedup_saved,
                     created_by: l.blob.created_by.clone(),
+                    recipe_key: l.recipe_key.clone(),
                 })
                 .collect(),
             path_prepend: built.path_prepend.clone(),

@@ -20,6 +20,7 @@ mod tar;
 
 pub(crate) use cache::remember_entry;
 use cache::{cached, remember};
+pub use cache::{recipe_key, LayerEntry, RemoteLayer, RemoteLayers};
 pub use schedule::{write_layers, write_layers_with, NothingPrewritten, Prewritten};
 use tar::write_layer_uncached;
 
@@ -36,6 +37,9 @@ pub struct WriteOptions {
     pub layer_cache: Option<PathBuf>,
     /// Bytes to write and written so far, for a progress display.
     pub progress: Option<std::sync::Arc<WriteProgress>>,
+    /// Where else finished layers may be kept by recipe (a registry cache), asked when the
+    /// layer cache has none.
+    pub remote: Option<std::sync::Arc<dyn RemoteLayers>>,
 }
 
 /// Counters a progress display can poll while layers are written: installed bytes of all
@@ -65,6 +69,8 @@ pub struct WrittenLayer {
     /// Bytes not stored again because an identical file was already in the layer.
     pub dedup_saved: u64,
     pub origin: LayerOrigin,
+    /// The key its recipe is cached under ([`recipe_key`]); `None` for the environment layer.
+    pub recipe_key: Option<String>,
 }
 
 /// How a layer came to be.
@@ -76,15 +82,19 @@ pub enum LayerOrigin {
     WrittenWhileInstalling,
     /// Taken from the layer or environment cache: no file was read, nothing was compressed.
     Reused,
+    /// Taken from a registry cache's layer entry: nothing was compressed, and the blob was
+    /// downloaded (digest- and diff_id-checked) only if it is needed here.
+    RegistryCache,
 }
 
 impl LayerOrigin {
-    /// For logs: `written`, `written while installing` or `reused`.
+    /// For logs: `written`, `written while installing`, `reused` or `from the registry cache`.
     pub fn as_str(self) -> &'static str {
         match self {
             LayerOrigin::Written => "written",
             LayerOrigin::WrittenWhileInstalling => "written while installing",
             LayerOrigin::Reused => "reused",
+            LayerOrigin::RegistryCache => "from the registry cache",
         }
     }
 }

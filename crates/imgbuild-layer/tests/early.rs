@@ -19,6 +19,7 @@ fn options() -> WriteOptions {
         mtime: 0,
         layer_cache: None,
         progress: None,
+        remote: None,
     }
 }
 

@@ -16,6 +16,7 @@ fn options(cache: Option<PathBuf>) -> WriteOptions {
         mtime: 0,
         layer_cache: cache,
         progress: None,
+        remote: None,
     }
 }
 
@@ -204,4 +205,90 @@ fn sockets_and_fifos_are_refused_with_their_path() {
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A registry cache as the writers see it: entries by recipe key, counting the questions.
+#[derive(Debug, Default)]
+struct FakeRemote {
+    entries:
+        std::sync::Mutex<std::collections::HashMap<String, imgbuild_layer::write::RemoteLayer>>,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl imgbuild_layer::write::RemoteLayers for FakeRemote {
+    fn get(&self, key: &str) -> Option<imgbuild_layer::write::RemoteLayer> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.entries.lock().unwrap().get(key).cloned()
+    }
+}
+
+#[test]
+fn a_layer_the_local_cache_lacks_is_taken_from_the_remote_layers_by_recipe_key() {
+    use imgbuild_layer::write::{recipe_key, write_layer, LayerEntry, RemoteLayer};
+    use imgbuild_layer::{LayerOrigin, PlannedLayer};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("lib")).unwrap();
+    std::fs::write(root.join("lib/libbig.so"), vec![7u8; 100_000]).unwrap();
+    let layer = PlannedLayer {
+        owners: vec![],
+        paths: vec!["lib".into(), "lib/libbig.so".into()],
+        size: 100_000,
+        recipe: Some("python=;big-1-0@abc".into()),
+    };
+    // Runner A writes it.
+    let store_a = BlobStore::new(tmp.path().join("a"));
+    let written = write_layer(&root, &layer, &options(None), &store_a).unwrap();
+    assert_eq!(written.origin, LayerOrigin::Written);
+    let key = recipe_key(&layer, &options(None)).unwrap();
+    assert_eq!(written.recipe_key.as_deref(), Some(key.as_str()));
+
+    // Runner B, empty store and layer cache: a remote entry that stays in the registry.
+    let remote = std::sync::Arc::new(FakeRemote::default());
+    remote.entries.lock().unwrap().insert(
+        key.clone(),
+        RemoteLayer {
+            entry: LayerEntry::of(&written),
+            in_store: false,
+        },
+    );
+    let store_b = BlobStore::new(tmp.path().join("b"));
+    let mut b = options(Some(tmp.path().join("b-layers")));
+    b.remote = Some(remote.clone());
+    let taken = write_layer(&root, &layer, &b, &store_b).unwrap();
+    assert_eq!(taken.origin, LayerOrigin::RegistryCache);
+    assert_eq!(taken.blob.digest, written.blob.digest);
+    assert_eq!(taken.blob.diff_id, written.blob.diff_id);
+    assert!(!store_b.contains(&taken.blob.digest), "nothing was written");
+    assert!(!tmp.path().join("b-layers").exists(), "not kept locally");
+
+    // Downloaded into the store: kept in the local layer cache too, so the next build asks
+    // nobody.
+    std::fs::create_dir_all(store_b.path(&written.blob.digest).parent().unwrap()).unwrap();
+    std::fs::copy(
+        store_a.path(&written.blob.digest),
+        store_b.path(&written.blob.digest),
+    )
+    .unwrap();
+    remote
+        .entries
+        .lock()
+        .unwrap()
+        .get_mut(&key)
+        .unwrap()
+        .in_store = true;
+    write_layer(&root, &layer, &b, &store_b).unwrap();
+    let asked = remote.asked.load(std::sync::atomic::Ordering::SeqCst);
+    let again = write_layer(&root, &layer, &b, &store_b).unwrap();
+    assert_eq!(again.origin, LayerOrigin::Reused);
+    assert_eq!(
+        remote.asked.load(std::sync::atomic::Ordering::SeqCst),
+        asked
+    );
+
+    // Another prefix is another key: the remote has nothing, and the layer is written.
+    let mut c = b.clone();
+    c.prefix = imgbuild_fs::InstallPrefix::parse("/opt/env").unwrap();
+    let other = write_layer(&root, &layer, &c, &store_b).unwrap();
+    assert_eq!(other.origin, LayerOrigin::Written);
 }

@@ -23,7 +23,7 @@ use crate::error::{BaseError, PipelineError};
 use crate::observer::{ByteCounter, Observer, Silent, Stage};
 use crate::plan::{BaseSource, BuildPlan, Outputs, PipOptions, Source};
 use crate::push::{push_all, Attachment};
-use crate::registry_cache::{self, RegistryCache};
+use crate::registry_cache::{self, RegistryCache, RegistryLayers};
 use crate::report::{BuildReport, Downloads, EnvironmentOrigin, IndexReport, LayerReport, Stages};
 use crate::resolve::{self, Resolved, UvFinder};
 use crate::sbom_layer;
@@ -256,6 +256,15 @@ impl Builder {
                     &created,
                 )
                 .await;
+                registry_cache::remember_layers(
+                    &self.registry_cache,
+                    &self.registry,
+                    &image.environment,
+                    &store,
+                    &mount_from,
+                    &created,
+                )
+                .await;
             }
         }
         let single = images.len() == 1;
@@ -341,7 +350,7 @@ impl Builder {
         } = prep;
         stages.resume();
         let mut uv = UvFinder::new(&plan.pip, self.cache.root());
-        let (environment, origin, pip_time) = self
+        let (environment, origin, pip_time, layers_from_cache) = self
             .environment(&run, plan, outputs, &resolved, &mut uv)
             .await?;
         let env_key = crate::env_key::environment_key(plan, &resolved);
@@ -384,6 +393,7 @@ impl Builder {
             report,
             env_key,
             environment: kept,
+            layers_from_cache,
         })
     }
 
@@ -396,7 +406,15 @@ impl Builder {
         outputs: &Outputs,
         resolved: &Resolved,
         uv: &mut UvFinder<'_>,
-    ) -> Result<(BuiltEnvironment, EnvironmentOrigin, Duration), PipelineError> {
+    ) -> Result<
+        (
+            BuiltEnvironment,
+            EnvironmentOrigin,
+            Duration,
+            Vec<(imgbuild_oci::Digest, Reference)>,
+        ),
+        PipelineError,
+    > {
         let env_key = crate::env_key::environment_key(plan, resolved);
         let env_cache = EnvironmentCache::new(self.cache.environments());
         if let Some(hit) = env_cache.get(env_key.as_str(), &run.write, &run.store) {
@@ -404,19 +422,19 @@ impl Builder {
                 "environment unchanged since an earlier build: its {} layers reused, nothing installed or written",
                 hit.layers.len()
             );
-            return Ok((hit, EnvironmentOrigin::Cached, Duration::ZERO));
+            return Ok((hit, EnvironmentOrigin::Cached, Duration::ZERO, Vec::new()));
         }
+        // Layers are needed here for a layout or an archive, or to push to a registry the
+        // cache is not on (a push to the cache's registry mounts them instead).
+        let local = outputs.layout.is_some()
+            || outputs.archive.is_some()
+            || outputs.push.iter().any(|t| {
+                self.registry_cache
+                    .from
+                    .iter()
+                    .all(|c| c.registry != t.registry)
+            });
         if !self.registry_cache.from.is_empty() {
-            // Layers are needed here for a layout or an archive, or to push to a registry the
-            // cache is not on (a push to the cache's registry mounts them instead).
-            let local = outputs.layout.is_some()
-                || outputs.archive.is_some()
-                || outputs.push.iter().any(|t| {
-                    self.registry_cache
-                        .from
-                        .iter()
-                        .all(|c| c.registry != t.registry)
-                });
             if let Some(remote) = registry_cache::lookup(
                 &self.registry_cache,
                 &self.registry,
@@ -441,9 +459,27 @@ impl Builder {
                         repository: remote.repository,
                     },
                     Duration::ZERO,
+                    Vec::new(),
                 ));
             }
         }
+        // The environment changed: its layers may still be in the registry cache one by one.
+        let remote_layers = if self.registry_cache.from.is_empty() {
+            None
+        } else {
+            RegistryLayers::open(
+                &self.registry_cache,
+                &self.registry,
+                &run.write,
+                &run.store,
+                local,
+            )
+            .await
+        };
+        let mut write = run.write.clone();
+        write.remote = remote_layers
+            .clone()
+            .map(|r| r as Arc<dyn imgbuild_layer::write::RemoteLayers>);
         let pip_step = if resolved.pip.is_empty() {
             None
         } else {
@@ -468,17 +504,25 @@ impl Builder {
             resolved,
             pip_step.as_ref(),
             &run.wheel_downloads,
-            &run.write,
+            &write,
             &run.store,
         )
         .await?;
         env_cache.put(env_key.as_str(), &installed.environment);
+        let taken = remote_layers.map(|r| r.taken()).unwrap_or_default();
+        if !taken.is_empty() {
+            tracing::info!(
+                "{} layers taken from the registry cache, not compressed here",
+                taken.len()
+            );
+        }
         Ok((
             installed.environment,
             EnvironmentOrigin::Installed {
                 staging: installed.update,
             },
             installed.pip_time,
+            taken,
         ))
     }
 
@@ -607,6 +651,8 @@ struct PlatformImage {
     report: BuildReport,
     env_key: crate::env_key::EnvironmentKey,
     environment: BuiltEnvironment,
+    /// Layers taken one by one from a registry cache, and the repository each is in.
+    layers_from_cache: Vec<(imgbuild_oci::Digest, Reference)>,
 }
 
 /// What to do when the platforms of one build resolve to different versions of a package.
@@ -635,6 +681,11 @@ fn cached_layers(
                 .iter()
                 .map(move |l| (l.blob.digest, repo.clone()))
         })
+        .chain(
+            images
+                .iter()
+                .flat_map(|i| i.layers_from_cache.iter().cloned()),
+        )
         .collect()
 }
 
@@ -709,6 +760,7 @@ impl Run {
                 mtime: plan.mtime,
                 layer_cache: Some(builder.cache.layers()),
                 progress: Some(Default::default()),
+                remote: None,
             },
         })
     }

@@ -138,6 +138,7 @@ pub(super) fn write_layer_uncached(
         owners: layer.owners.clone(),
         dedup_saved,
         origin: LayerOrigin::Written,
+        recipe_key: super::recipe_key(layer, options),
     })
 }
 

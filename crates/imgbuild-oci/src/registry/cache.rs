@@ -26,9 +26,52 @@ use crate::{BlobStore, Digest};
 /// Media type (and artifact type) of an environment entry's config blob.
 pub const ENVIRONMENT_ENTRY: &str = "application/vnd.imgbuild.cache.environment.v1+json";
 
+/// Media type (and artifact type) of a layer entry's config blob.
+pub const LAYER_ENTRY: &str = "application/vnd.imgbuild.cache.layer.v1+json";
+
+/// What an entry remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A whole environment (tag `env-<environment key>`): its layers, activation and SBOM
+    /// facts; its blobs are the environment's layers.
+    Environment,
+    /// One layer (tag `layer-<recipe key>`, the key imgbuild-layer's layer cache files it
+    /// under: its packages' identities, its paths and the write options): the layer's digest,
+    /// diff_id and sizes; its one blob is the layer. So a runner whose environment changed in
+    /// one package still takes every other layer from the registry instead of compressing it.
+    Layer,
+}
+
+impl EntryKind {
+    const ALL: [EntryKind; 2] = [EntryKind::Environment, EntryKind::Layer];
+
+    /// The tag of the entry for `key`.
+    pub fn tag(self, key: &str) -> String {
+        match self {
+            EntryKind::Environment => format!("env-{key}"),
+            EntryKind::Layer => format!("layer-{key}"),
+        }
+    }
+
+    /// The media type of its config blob (and its artifact type).
+    pub fn media_type(self) -> &'static str {
+        match self {
+            EntryKind::Environment => ENVIRONMENT_ENTRY,
+            EntryKind::Layer => LAYER_ENTRY,
+        }
+    }
+
+    /// The kind of entry a tag names, if it names one.
+    pub fn of_tag(tag: &str) -> Option<EntryKind> {
+        Self::ALL
+            .into_iter()
+            .find(|k| tag.starts_with(&k.tag("")) && tag.len() > k.tag("").len())
+    }
+}
+
 /// The tag of the entry for environment key `key`.
 pub fn entry_tag(key: &str) -> String {
-    format!("env-{key}")
+    EntryKind::Environment.tag(key)
 }
 
 /// A layer an entry lists.
@@ -42,7 +85,8 @@ pub struct EntryBlob {
 /// An entry to write.
 #[derive(Debug, Clone, Copy)]
 pub struct NewEntry<'a> {
-    /// The environment key (the tag is [`entry_tag`] of it).
+    pub kind: EntryKind,
+    /// The environment or layer recipe key (the tag is [`EntryKind::tag`] of it).
     pub key: &'a str,
     /// The entry's JSON.
     pub entry: &'a [u8],
@@ -63,6 +107,7 @@ pub async fn put_entry(
     store: &BlobStore,
 ) -> Result<Digest, RegistryError> {
     let NewEntry {
+        kind,
         key,
         entry,
         layers,
@@ -95,8 +140,8 @@ pub async fn put_entry(
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": ENVIRONMENT_ENTRY,
-        "config": {"mediaType": ENVIRONMENT_ENTRY, "digest": config.to_string(), "size": entry.len()},
+        "artifactType": kind.media_type(),
+        "config": {"mediaType": kind.media_type(), "digest": config.to_string(), "size": entry.len()},
         "layers": layers.iter().map(|l| serde_json::json!({
             "mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size,
         })).collect::<Vec<_>>(),
@@ -107,7 +152,7 @@ pub async fn put_entry(
     client
         .put_manifest(
             repository,
-            &entry_tag(key),
+            &kind.tag(key),
             "application/vnd.oci.image.manifest.v1+json",
             Bytes::from(bytes),
         )
@@ -115,15 +160,17 @@ pub async fn put_entry(
     Ok(digest)
 }
 
-/// The entry for `key` in `repository`: its JSON and its layers, if it is there, is an
-/// imgbuild environment entry, and every layer blob it lists is there with its size.
+/// The `kind` entry for `key` in `repository`: its JSON and its layers, if it is there, is
+/// an imgbuild entry of that kind, and every layer blob it lists is there with its size.
 /// `Ok(None)` for no entry (or one that no longer holds); errors are the registry's.
 pub async fn get_entry(
     client: &RegistryClient,
     repository: &str,
+    kind: EntryKind,
     key: &str,
     scratch: &BlobStore,
 ) -> Result<Option<(Vec<u8>, Vec<EntryBlob>)>, RegistryError> {
+    let entry_tag = |key: &str| kind.tag(key);
     let bytes = match client.get_manifest(repository, &entry_tag(key)).await {
         Ok((bytes, _)) => bytes,
         Err(RegistryError::NotFound { .. }) => return Ok(None),
@@ -136,7 +183,7 @@ pub async fn get_entry(
         );
         return Ok(None);
     };
-    if manifest.config().media_type().to_string() != ENVIRONMENT_ENTRY {
+    if manifest.config().media_type().to_string() != kind.media_type() {
         tracing::warn!(
             "{repository}:{}: not an imgbuild cache entry; ignored",
             entry_tag(key)
@@ -179,40 +226,72 @@ pub struct Pruned {
 }
 
 /// Deletes the entries of `repository` made more than `older_than` seconds before `now`
-/// (seconds since the epoch), by their manifest digest. Only entries are deleted, never a
-/// blob: a layer another entry or an image still uses stays, and the registry's garbage
-/// collection removes the blobs nothing references any more. Tags that are not entries, and
-/// entries without a readable creation time, are left alone.
+/// (seconds since the epoch), by their manifest digest — except a layer entry whose layer a
+/// kept environment entry still lists (a layer made long ago is still in use while new
+/// environments have it). Only entries are deleted, never a blob: a layer another entry or an
+/// image still uses stays, and the registry's garbage collection removes the blobs nothing
+/// references any more. Tags that are not entries, and entries without a readable creation
+/// time, are left alone.
 pub async fn prune(
     client: &RegistryClient,
     repository: &str,
     older_than: u64,
     now: i64,
 ) -> Result<Pruned, RegistryError> {
-    let mut old = Vec::new();
-    let mut kept = 0;
+    struct Found {
+        kind: EntryKind,
+        tag: String,
+        digest: Digest,
+        created: Option<i64>,
+        layers: Vec<String>,
+    }
+    let mut found = Vec::new();
     for tag in client.list_tags(repository).await? {
-        if !tag.starts_with("env-") {
+        let Some(kind) = EntryKind::of_tag(&tag) else {
             continue;
-        }
+        };
         let (bytes, _) = client.get_manifest(repository, &tag).await?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if value["config"]["mediaType"] != ENVIRONMENT_ENTRY {
+        if value["config"]["mediaType"] != kind.media_type() {
             continue;
         }
-        let created = value["annotations"]["org.opencontainers.image.created"]
-            .as_str()
-            .and_then(crate::parse_rfc3339_utc);
-        match created {
-            Some(t) if now - t > older_than as i64 => old.push((t, tag, Digest::of(&bytes))),
-            _ => kept += 1,
-        }
+        found.push(Found {
+            kind,
+            tag,
+            digest: Digest::of(&bytes),
+            created: value["annotations"]["org.opencontainers.image.created"]
+                .as_str()
+                .and_then(crate::parse_rfc3339_utc),
+            layers: value["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l["digest"].as_str().map(str::to_string))
+                .collect(),
+        });
     }
-    old.sort();
+    let old = |f: &Found| f.created.is_some_and(|t| now - t > older_than as i64);
+    let in_use: std::collections::HashSet<&str> = found
+        .iter()
+        .filter(|f| f.kind == EntryKind::Environment && !old(f))
+        .flat_map(|f| f.layers.iter().map(String::as_str))
+        .collect();
+    let mut doomed: Vec<&Found> = found
+        .iter()
+        .filter(|f| {
+            old(f)
+                && (f.kind == EntryKind::Environment
+                    || !f.layers.iter().any(|l| in_use.contains(l.as_str())))
+        })
+        .collect();
+    doomed.sort_by_key(|f| (f.created, f.tag.clone()));
     let mut deleted = Vec::new();
-    for (_, tag, digest) in old {
-        client.delete_manifest(repository, &digest).await?;
-        deleted.push(tag);
+    for f in &doomed {
+        client.delete_manifest(repository, &f.digest).await?;
+        deleted.push(f.tag.clone());
     }
-    Ok(Pruned { deleted, kept })
+    Ok(Pruned {
+        kept: found.len() - deleted.len(),
+        deleted,
+    })
 }

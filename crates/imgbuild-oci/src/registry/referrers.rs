@@ -115,9 +115,21 @@ pub async fn attach_artifact(
             "artifactType": artifact_type,
         }));
         let bytes = to_canonical_json(&index).expect("JSON values serialize");
-        client
-            .put_manifest(repository, &tag, INDEX, Bytes::from(bytes))
-            .await?;
+        let put_index = || client.put_manifest(repository, &tag, INDEX, Bytes::from(bytes.clone()));
+        match put_index().await {
+            // The artifact manifest just put, unknown to the registry for a moment while
+            // another client puts the same one (seen with concurrent runners): put both again.
+            Err(e) if super::push::blob_unknown(&e) => {
+                tracing::info!(
+                    "{repository}: the registry did not yet know the referrer; putting it again"
+                );
+                put().await?;
+                put_index().await?;
+            }
+            other => {
+                other?;
+            }
+        }
     }
     Ok((digest, ReferrersMode::TagSchema))
 }
