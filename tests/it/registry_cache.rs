@@ -24,8 +24,9 @@ fn build(ctx: &TestContext, cache: &str, extra: &[&str]) -> std::process::Output
     ctx.imgbuild(&args)
 }
 
-/// Rewrites the entry in `from` so that its first layer's diff_id is wrong, and puts it (with
-/// its blobs mounted) under the same tag in `to`: what someone with push rights could do.
+/// Rewrites the entry in `from` so that a layer's diff_id is wrong (the first of an
+/// environment entry's, or a layer entry's own), and puts it (with its blobs mounted) under
+/// the same tag in `to`: what someone with push rights could do.
 fn poison(reg: &Registry, from: &str, to: &str, tag: &str) {
     let script = format!(
         r#"
@@ -37,7 +38,8 @@ def req(method, url, data=None, headers={{}}):
 accept = {{"Accept": "application/vnd.oci.image.manifest.v1+json"}}
 m = json.load(req("GET", f"{{base}}/{from}/manifests/{tag}", headers=accept))
 entry = json.load(req("GET", f"{{base}}/{from}/blobs/{{m['config']['digest']}}"))
-entry["layers"][0]["diff_id"] = "sha256:" + "0" * 64
+target = entry["layers"][0] if "layers" in entry else entry
+target["diff_id"] = "sha256:" + "0" * 64
 blob = json.dumps(entry).encode()
 digest = "sha256:" + hashlib.sha256(blob).hexdigest()
 loc = req("POST", f"{{base}}/{to}/blobs/uploads/").headers["Location"]
@@ -502,4 +504,48 @@ fn a_changed_environment_writes_only_its_new_layers_and_takes_the_rest_from_the_
         "skopeo inspect --tls-verify=false --format '{{{{.Digest}}}}' docker://{tag_c}"
     ));
     assert_eq!(c_digest.trim(), digest_of(&layout_d));
+
+    // A layer entry that misstates its layer's diff_id: caught when the layer is downloaded,
+    // warned about, and the layer written here instead; the image is still the right one.
+    let tags: serde_json::Value = serde_json::from_str(&sh(&format!(
+        "skopeo list-tags --tls-verify=false docker://{cache_repo}"
+    )))
+    .unwrap();
+    let victim = tags["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t.as_str())
+        .filter(|t| t.starts_with("layer-"))
+        .find(|t| {
+            let raw = sh(&format!(
+                "skopeo inspect --raw --tls-verify=false docker://{cache_repo}:{t}"
+            ));
+            let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+            m["layers"][0]["digest"] == d_shared[0].as_str()
+        })
+        .expect("a layer entry for a shared layer")
+        .to_string();
+    poison(&reg, "ml/cache", "ml/poisoned", &victim);
+    let layout_f = ctx.path("layout-f");
+    let poisoned = format!("{}/ml/poisoned", reg.addr);
+    let f = build_deps(
+        &after,
+        "cache-f",
+        &[
+            "--output",
+            layout_f.to_str().unwrap(),
+            "--cache-from",
+            &poisoned,
+        ],
+    );
+    let log = stderr(&f);
+    assert!(
+        log.contains("but the entry says") && log.contains("the layer is written here"),
+        "{log}"
+    );
+    assert!(layer_origins(&f)
+        .iter()
+        .all(|(_, how)| how.starts_with("written")));
+    assert_eq!(digest_of(&layout_f), digest_of(&layout_e));
 }
