@@ -6,6 +6,11 @@
 # the bytes the registry sent it (summed from docker-registry's access log), against the same
 # build with no registry cache (the runner downloads and builds everything).
 #
+# Then one package bumped (transformers 4.36.2 -> 4.37.1, from a lock) on a fresh runner: with
+# the registry cache (the environment is new, but every layer but transformers' comes from the
+# cache's layer entries) against without it, alternating; wall, wheels downloaded, and the
+# blobs uploaded.
+#
 #   bash bench/registry-cache.sh     (ROUNDS=N, default 3; BENCH_DIR=… as for bench/llm.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +36,8 @@ docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
 registry_pid=$!
 trap 'kill $registry_pid 2>/dev/null; rm -rf "$work"' EXIT
 until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done
-cat > "$work/env.yml" <<YML
+spec() {  # $1 = file, $2 = transformers version
+  cat > "$1" <<YML
 name: llm-env
 channels: ["file://$inputs/channel"]
 dependencies:
@@ -39,15 +45,19 @@ dependencies:
   - pip:
     - torch==2.0.1
     - torchdata==0.6.1
-    - transformers==4.36.2
+    - transformers==$2
     - datasets==2.16.1
     - accelerate==0.25.0
     - numpy==1.26.4
     - pyarrow==14.0.2
     - pandas==2.1.4
 YML
-# The lock and the wheels come from the persistent bench cache (as bench/llm.sh's do).
+}
+spec "$work/env.yml" 4.36.2
+spec "$work/bumped.yml" 4.37.1
+# The locks and the wheels come from the persistent bench cache (as bench/llm.sh's do).
 "$bin" lock --spec "$work/env.yml" -o "$work/env.lock" --cache-dir "$bench/cache" -q
+"$bin" lock --spec "$work/bumped.yml" -o "$work/bumped.lock" --cache-dir "$bench/cache" -q
 flags=(--lock "$work/env.lock" --spec "$work/env.yml" --base scratch --push --insecure-registry "$reg")
 # Runner A keeps the environment in the cache repository.
 "$bin" build "${flags[@]}" --cache-dir "$bench/cache" --tag "$reg/ml/llm-env:a" --cache-to "$reg/ml/cache" -q > /dev/null
@@ -74,3 +84,21 @@ wall=$(echo "$(date +%s.%N) - $start" | bc)
 printf 'empty cache, no registry cache   wall %6.2f s   %s   %s\n' "$wall" \
   "$(grep -o 'downloaded [0-9]* wheels ([^)]*)' "$work/err.txt" | head -1)" \
   "$(grep -o 'uploaded [0-9]* blobs ([0-9]* bytes)' "$work/out.txt")"
+
+# One package bumped, on fresh runners (each downloads every wheel from PyPI), alternating.
+bumped=(--lock "$work/bumped.lock" --spec "$work/bumped.yml" --base scratch --push --insecure-registry "$reg")
+for round in $(seq "${ROUNDS:-3}"); do
+  for mode in cache none; do
+    rm -rf "$work/fresh"
+    extra=()
+    [ "$mode" = cache ] && extra=(--cache-from "$reg/ml/cache")
+    start=$(date +%s.%N)
+    "$bin" build "${bumped[@]}" --cache-dir "$work/fresh" --tag "$reg/ml/llm-env:bump-$mode-$round" \
+      "${extra[@]}" > "$work/out.txt" 2> "$work/err.txt" || { cat "$work/err.txt"; exit 1; }
+    wall=$(echo "$(date +%s.%N) - $start" | bc)
+    printf 'bumped, fresh runner, registry cache %-5s wall %6.2f s   %s   %s   %s\n' "$mode" "$wall" \
+      "$(grep -o '[0-9]* layers taken from the registry cache' "$work/err.txt" || echo '0 layers taken from the registry cache')" \
+      "$(grep -o 'downloaded [0-9]* wheels ([^)]*)' "$work/err.txt" | head -1)" \
+      "$(grep -o 'uploaded [0-9]* blobs ([0-9]* bytes)' "$work/out.txt")"
+  done
+done
