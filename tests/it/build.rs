@@ -4,19 +4,6 @@ use std::path::Path;
 
 use crate::common::*;
 
-const VALIDATE: &str = "../../../shared/tools/validate-image.sh";
-
-pub(crate) fn validate_script() -> std::path::PathBuf {
-    // The test binary runs with the crate dir as cwd; shared/ sits beside the repository.
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(VALIDATE);
-    assert!(
-        p.exists(),
-        "{} not found: shared/ must sit beside the repository",
-        p.display()
-    );
-    p
-}
-
 /// Build the standard fixture env once into `out`, returning the CLI output.
 pub(crate) fn build_fixture(ctx: &TestContext, out: &Path, extra: &[&str]) -> std::process::Output {
     let spec = ctx.spec(&["whereami", "binlib", "hello-py", "bigdata"]);
@@ -49,12 +36,10 @@ fn build_produces_a_valid_image_that_runs_under_podman() {
     assert!(stdout.starts_with("digest: sha256:"), "{stdout}");
 
     // Third-party readers agree, and busybox from the env runs.
-    let report = sh(&format!(
-        "{} {}:fixture:v1 -- /opt/conda/bin/busybox echo ok 2>&1",
-        validate_script().display(),
-        out.display()
-    ));
-    assert!(report.contains("0 failed"), "{report}");
+    let report = validate_image(
+        &format!("{}:fixture:v1", out.display()),
+        Some("/opt/conda/bin/busybox echo ok"),
+    );
     assert!(
         report.contains("podman run /opt/conda/bin/busybox echo ok -> ok"),
         "{report}"

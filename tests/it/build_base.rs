@@ -1,6 +1,5 @@
 //! Builds on a base image: its layers kept, runtime options applied.
 
-use crate::build::validate_script;
 use crate::common::*;
 
 #[test]
@@ -86,11 +85,7 @@ fn base_image_layers_are_reused_and_runtime_options_applied() {
     let inspect = sh(&format!("skopeo inspect oci:{}:app:latest", out.display()));
     assert!(inspect.contains("\"Architecture\": \"amd64\""), "{inspect}");
     // Runs through the entrypoint as the non-root user (so modes were normalized to readable).
-    let report = sh(&format!(
-        "{} {}:app:1 -- ignored-arg 2>&1",
-        validate_script().display(),
-        out.display()
-    ));
+    let report = validate_image(&format!("{}:app:1", out.display()), Some("ignored-arg"));
     assert!(report.contains("-> prefix=/opt/conda"), "{report}");
 
     // Building again into the same layout replaces the tag instead of adding a duplicate.

@@ -118,11 +118,10 @@ fn activation_scripts_are_baked_into_the_image_env() {
         "host paths leaked: {env:?}"
     );
     // A container sees the activated environment with no wrapper.
-    let report = sh(&format!(
-        "{}/../../../shared/tools/validate-image.sh {}:act:1 -- /opt/conda/bin/busybox sh -c 'echo $ACTPKG_HOME' 2>&1",
-        env!("CARGO_MANIFEST_DIR"),
-        out.display()
-    ));
+    let report = validate_image(
+        &format!("{}:act:1", out.display()),
+        Some("/opt/conda/bin/busybox sh -c 'echo $ACTPKG_HOME'"),
+    );
     assert!(report.contains("-> /opt/conda/share/actpkg"), "{report}");
 
     // Read, not run, so another platform's image gets them too.

@@ -68,9 +68,20 @@ fn inspect_json_matches_the_blobs_and_conda_meta() {
             "compressed size = blob size"
         );
         let mut tar = Vec::new();
-        flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).unwrap())
-            .read_to_end(&mut tar)
-            .unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        match d["mediaType"].as_str().unwrap() {
+            t if t.ends_with("+zstd") => zstd::Decoder::new(file).unwrap().read_to_end(&mut tar),
+            _ => flate2::read::MultiGzDecoder::new(file).read_to_end(&mut tar),
+        }
+        .unwrap();
+        assert_eq!(
+            l["compression"],
+            if d["mediaType"].as_str().unwrap().ends_with("+zstd") {
+                "zstd"
+            } else {
+                "gzip"
+            }
+        );
         assert_eq!(l["uncompressed_size"].as_u64().unwrap(), tar.len() as u64);
         total += on_disk;
         total_uncompressed += tar.len() as u64;

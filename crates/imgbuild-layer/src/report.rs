@@ -40,6 +40,8 @@ pub struct LayerReport {
     /// Bytes of the uncompressed tar; `null` when the blob was not read.
     pub uncompressed_size: Option<u64>,
     pub media_type: String,
+    /// `gzip`, `zstd` or `none`, from the media type.
+    pub compression: &'static str,
     pub created_by: Option<String>,
     /// `conda` (with `packages`), `environment` or `base`.
     #[serde(flatten)]
@@ -99,6 +101,7 @@ impl ImageReport {
                 digest: info.digest.to_string(),
                 size: info.size,
                 uncompressed_size,
+                compression: compression_of(&info.media_type),
                 media_type: info.media_type,
                 created_by: info.created_by,
                 kind: info.kind,
@@ -155,6 +158,17 @@ impl ImageReport {
     }
 }
 
+/// How a layer is compressed, by its media type (OCI's and Docker's).
+fn compression_of(media_type: &str) -> &'static str {
+    if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+        "zstd"
+    } else if media_type.ends_with("gzip") {
+        "gzip"
+    } else {
+        "none"
+    }
+}
+
 /// Two images side by side.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
@@ -166,6 +180,9 @@ pub struct Comparison {
     pub shared: Shared,
     /// Bytes to store both images, shared layers once.
     pub combined_size: u64,
+    /// What a node that holds the reference fetches to run the image: the image's layers the
+    /// reference does not have (whole layers; the manifest and config are not counted).
+    pub fetch_for_image: Shared,
     /// `image.size / reference.size`.
     pub size_ratio: f64,
     /// Packages (`name-version-build`) in one image and not the other; empty lists when either
@@ -214,6 +231,11 @@ impl Comparison {
             .filter(|(d, _)| b.contains_key(*d))
             .map(|(_, s)| *s)
             .collect();
+        let missing: Vec<u64> = a
+            .iter()
+            .filter(|(d, _)| !b.contains_key(*d))
+            .map(|(_, s)| *s)
+            .collect();
         let union: u64 = a.values().sum::<u64>()
             + b.iter()
                 .filter(|(d, _)| !a.contains_key(*d))
@@ -233,6 +255,10 @@ impl Comparison {
                 size: shared.iter().sum(),
             },
             combined_size: union,
+            fetch_for_image: Shared {
+                layers: missing.len(),
+                size: missing.iter().sum(),
+            },
             size_ratio: if reference.totals.size == 0 {
                 0.0
             } else {

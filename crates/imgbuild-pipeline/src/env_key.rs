@@ -128,7 +128,7 @@ mod tests {
             prefix: InstallPrefix::parse("/opt/conda").unwrap(),
             runtime: RuntimeConfig::default(),
             layers: PlanOptions::default(),
-            compression: Compression::Gzip,
+            compression: Compression::default(),
             mtime: 0,
             pip: PipOptions::default(),
             activation: ActivationScripts::Evaluate,
@@ -164,7 +164,10 @@ mod tests {
             ("prefix", |p, _| {
                 p.prefix = InstallPrefix::parse("/env").unwrap()
             }),
-            ("compression", |p, _| p.compression = Compression::Zstd),
+            ("compression", |p, _| p.compression = Compression::Gzip),
+            ("compression level", |p, _| {
+                p.compression = Compression::Zstd { level: 9 }
+            }),
             ("mtime", |p, _| p.mtime = 1),
             ("big package threshold", |p, _| {
                 p.layers.big_package_threshold += 1

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use imgbuild_oci::Compression;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -281,12 +282,6 @@ pub enum SbomFormatArg {
     Cyclonedx,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum CompressionArg {
-    Gzip,
-    Zstd,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct BuildArgs {
     /// environment.yml to build (name, channels, dependencies). With --lock, it only says
@@ -415,9 +410,11 @@ pub struct BuildArgs {
     #[command(flatten)]
     pub registry: RegistryArgs,
 
-    /// Layer compression.
-    #[arg(long, value_enum, default_value = "gzip")]
-    pub compression: CompressionArg,
+    /// Layer compression: zstd (the default, at the level docs/benchmarks.md chose), zstd:LEVEL
+    /// (1-19), or gzip for runtimes older than containerd 1.5, CRI-O/podman with
+    /// containers/storage 1.24, Docker 23.
+    #[arg(long, value_name = "gzip|zstd|zstd:LEVEL", default_value_t = Compression::default())]
+    pub compression: Compression,
 
     /// Also write the SBOM to this file (it is always in the image, under
     /// <prefix>/conda-meta/imgbuild.spdx.json or imgbuild.cdx.json).

@@ -11,13 +11,13 @@ use imgbuild_builder::spec::ImageOptions;
 use imgbuild_builder::{EnvSpec, InstallPrefix, Target, TargetPlatform};
 use imgbuild_layer::PlanOptions;
 use imgbuild_oci::registry::{ClientOptions, Credentials, Reference};
-use imgbuild_oci::{Compression, RuntimeConfig};
+use imgbuild_oci::RuntimeConfig;
 use imgbuild_pipeline::{
     BaseSource, BuildPlan, Outputs, PipOptions, RegistryCache, Source, VersionSkew, DEFAULT_BASE,
     DEFAULT_PREFIX,
 };
 
-use crate::args::{BuildArgs, CompressionArg, RegistryArgs, SbomFormatArg};
+use crate::args::{BuildArgs, RegistryArgs, SbomFormatArg};
 
 /// Everything `build` was asked for, checked.
 #[derive(Debug)]
@@ -77,10 +77,7 @@ pub fn build_settings(args: &BuildArgs, source_date_epoch: Option<&str>) -> Resu
             max_layers: args.max_layers,
             ..PlanOptions::default()
         },
-        compression: match args.compression {
-            CompressionArg::Gzip => Compression::Gzip,
-            CompressionArg::Zstd => Compression::Zstd,
-        },
+        compression: args.compression,
         mtime: source_date_epoch_value(source_date_epoch)?,
         pip: PipOptions {
             uv: args.uv.clone(),
@@ -441,7 +438,7 @@ mod tests {
         assert_eq!(p.target.platform, TargetPlatform::LinuxAmd64);
         assert_eq!(p.target.cuda, None);
         assert_eq!(p.layers, PlanOptions::default());
-        assert_eq!(p.compression, Compression::Gzip);
+        assert_eq!(p.compression, imgbuild_oci::Compression::default());
         assert_eq!(p.activation, ActivationScripts::Evaluate);
         assert_eq!(
             p.max_package_size,

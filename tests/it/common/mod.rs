@@ -401,3 +401,36 @@ pub fn single_layer_layout(dir: &Path, layer: &[u8], tag: &str) -> String {
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     m_digest
 }
+
+/// Runs ../shared/tools/validate-image.sh on `layout_ref` (`DIR:TAG`), with `command` to run
+/// under podman when given; returns its report. Every check must pass, except one: Debian's
+/// umoci (0.4.7) refuses zstd layers ("blob is not correct mediatype: …tar+zstd"), so for an
+/// image whose layers are all zstd that one failure is the only one allowed — blobs, diff_ids,
+/// skopeo and podman still read it. A gzip image must pass umoci too.
+pub fn validate_image(layout_ref: &str, command: Option<&str>) -> String {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/validate-image.sh");
+    assert!(
+        script.exists(),
+        "{} not found: shared/ must sit beside the repository",
+        script.display()
+    );
+    let report = sh(&format!(
+        "{} {layout_ref}{} 2>&1 || true",
+        script.display(),
+        command.map(|c| format!(" -- {c}")).unwrap_or_default()
+    ));
+    let failures: Vec<&str> = report.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let umoci_without_zstd = |l: &&str| {
+        l.starts_with("FAIL  umoci unpack")
+            && l.contains(
+                "blob is not correct mediatype: application/vnd.oci.image.layer.v1.tar+zstd",
+            )
+    };
+    assert!(
+        failures.iter().all(umoci_without_zstd),
+        "validate-image.sh failed:\n{report}"
+    );
+    assert!(report.contains("ok    blobs and diff_ids"), "{report}");
+    report
+}

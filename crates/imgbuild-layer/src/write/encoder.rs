@@ -16,8 +16,8 @@ impl<W: Write> Encoder<W> {
         Ok(match compression {
             // Block-parallel, with bytes independent of the core count (see pargz.rs).
             Compression::Gzip => Encoder::Gzip(ParallelGzEncoder::new(inner)?),
-            Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(inner, 3)?;
+            Compression::Zstd { level } => {
+                let mut enc = zstd::stream::write::Encoder::new(inner, i32::from(level))?;
                 // zstd's output is the same for any worker count >= 1, so this uses every
                 // core without making the bytes depend on the machine.
                 let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;

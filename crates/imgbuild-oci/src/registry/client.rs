@@ -5,7 +5,8 @@
 //! disk (bounded memory), and per-request retries with backoff.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use tokio::io::AsyncReadExt;
 use url::Url;
 
 use super::auth::{resolve_credentials, Challenge, CredentialSource, Credentials};
-use super::tls::{tls_failure, TlsFiles};
+use super::tls::{tls_failure, TlsFailure, TlsFiles};
 use super::{RegistryError, TrustSummary};
 
 mod auth_flow;
@@ -59,6 +60,8 @@ pub struct RegistryClient {
     insecure: bool,
     /// What TLS trusts and presents beyond the defaults, for messages.
     trust: TrustSummary,
+    /// A server asked for a client certificate this client does not have.
+    asked_for_client_cert: Arc<AtomicBool>,
     creds: Option<(Credentials, CredentialSource)>,
     state: Mutex<AuthState>,
     /// Held while answering a challenge, so concurrent requests fetch one token, not many.
@@ -116,12 +119,11 @@ impl RegistryClient {
             ca_sources: tls.ca_sources.clone(),
             client_cert: tls.identity.as_ref().map(|id| id.file.clone()),
         };
-        if insecure || !tls.is_default() {
-            let config = tls
-                .client_config(insecure)
-                .map_err(|e| RegistryError::Config(format!("cannot set up TLS: {e}")))?;
-            builder = builder.tls_backend_preconfigured(config);
-        }
+        let asked_for_client_cert = Arc::new(AtomicBool::new(false));
+        let config = tls
+            .client_config(insecure, asked_for_client_cert.clone())
+            .map_err(|e| RegistryError::Config(format!("cannot set up TLS: {e}")))?;
+        builder = builder.tls_backend_preconfigured(config);
         let http = builder
             .build()
             .map_err(|e| RegistryError::Config(format!("cannot create HTTP client: {e}")))?;
@@ -131,6 +133,7 @@ impl RegistryClient {
             http,
             insecure,
             trust,
+            asked_for_client_cert,
             creds: resolve_credentials(
                 registry,
                 namespace,
@@ -198,8 +201,15 @@ impl RegistryClient {
             let response = match result {
                 Ok(r) => r,
                 Err(e) => {
-                    // A certificate refused, on either side, is refused again if asked again.
-                    if let Some(failure) = tls_failure(&e) {
+                    // A certificate refused, on either side, is refused again if asked again
+                    // (a connection cut after the server asked for a client certificate we
+                    // do not have was cut for that).
+                    let failure = tls_failure(&e).or_else(|| {
+                        (self.trust.client_cert.is_none()
+                            && self.asked_for_client_cert.load(Ordering::Relaxed))
+                        .then_some(TlsFailure::ClientCertificate)
+                    });
+                    if let Some(failure) = failure {
                         return Err(RegistryError::Tls {
                             registry: self.registry.clone(),
                             failure,

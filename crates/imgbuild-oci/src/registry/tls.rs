@@ -17,6 +17,7 @@
 //! certificate can be reported with the list of what was trusted.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -207,15 +208,17 @@ impl TlsFiles {
         Ok(())
     }
 
-    /// Whether the default TLS setup would do (nothing trusted or presented beyond it).
-    pub(super) fn is_default(&self) -> bool {
-        self.trusted.is_empty() && self.identity.is_none()
-    }
-
     /// A rustls client config trusting the platform's roots and these CAs, with the rule
     /// above, presenting the client certificate if there is one; with `insecure`, accepting
-    /// any server certificate.
-    pub(super) fn client_config(self, insecure: bool) -> Result<rustls::ClientConfig, String> {
+    /// any server certificate. Without a client certificate, `asked` is set when a server
+    /// asks for one: in TLS 1.3 the server checks it after the handshake and may close the
+    /// connection before its alert can be read, so a request that then fails is known to
+    /// have failed for that reason and is not retried.
+    pub(super) fn client_config(
+        self,
+        insecure: bool,
+        asked: Arc<AtomicBool>,
+    ) -> Result<rustls::ClientConfig, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let inner = rustls_platform_verifier::Verifier::new_with_extra_roots(
             self.trusted.clone(),
@@ -235,10 +238,31 @@ impl TlsFiles {
             Some(id) => builder
                 .with_client_auth_cert(id.certs, id.key)
                 .map_err(|e| format!("{}: {e}", id.file.display()))?,
-            None => builder.with_no_client_auth(),
+            None => builder.with_client_cert_resolver(Arc::new(NoClientCert { asked })),
         };
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
+    }
+}
+
+/// The client certificate resolver when there is none: it notes that a server asked.
+#[derive(Debug)]
+struct NoClientCert {
+    asked: Arc<AtomicBool>,
+}
+
+impl rustls::client::ResolvesClientCert for NoClientCert {
+    fn resolve(
+        &self,
+        _acceptable_issuers: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
     }
 }
 

@@ -133,8 +133,8 @@ pub async fn run_inspect(args: InspectArgs) -> Result<()> {
         );
     }
     println!(
-        "{:>3}  {:<19}  {:>10}  {:>12}  holds",
-        "#", "layer", "compressed", "uncompressed"
+        "{:>3}  {:<19}  {:>5}  {:>10}  {:>12}  holds",
+        "#", "layer", "", "compressed", "uncompressed"
     );
     for (i, l) in r.layers.iter().enumerate() {
         let holds = match &l.kind {
@@ -153,9 +153,10 @@ pub async fn run_inspect(args: InspectArgs) -> Result<()> {
             ),
         };
         println!(
-            "{:>3}  {:<19}  {:>10}  {:>12}  {}",
+            "{:>3}  {:<19}  {:>5}  {:>10}  {:>12}  {}",
             i + 1,
             &l.digest[..19.min(l.digest.len())],
+            l.compression,
             human(l.size),
             l.uncompressed_size.map(human).unwrap_or_else(|| "-".into()),
             holds
@@ -230,6 +231,11 @@ pub async fn run_compare(args: CompareArgs) -> Result<()> {
         c.shared.layers,
         human(c.shared.size),
         human(c.combined_size)
+    );
+    println!(
+        "a node that holds the reference fetches {} layers ({}) to run the image",
+        c.fetch_for_image.layers,
+        human(c.fetch_for_image.size)
     );
     if !c.only_in_image.is_empty() || !c.only_in_reference.is_empty() {
         println!("only in image:     {}", c.only_in_image.join(" "));
