@@ -70,9 +70,9 @@ for c in "${levels[@]}"; do
   name=${c/:/-}
   rm -rf "$bench/cache/layers" "$bench/cache/environments" "$bench/cache/blobs"
   start=$(date +%s.%N)
-  "$bin" build --lock "$work/env.lock" --spec "$work/env.yml" --base "oci:$inputs/base:base" \
+  "$bin" build --lock "$work/env.lock" --spec "$work/env.yml" --base "oci:$inputs/base:glibc" \
     --compression "$c" --cache-dir "$bench/cache" --tag "$reg/bench/llm-env:$name" --push \
-    --insecure-registry "$reg" -q > /dev/null 2> "$work/build-$name.txt"
+    --insecure-registry "$reg" -q > /dev/null 2> "$work/build-$name.txt" || { cat "$work/build-$name.txt"; exit 1; }
   wall=$(echo "$(date +%s.%N) - $start" | bc)
   size=$(python3 - "$work/registry" "$name" <<'PY'
 import json, os, sys

@@ -760,6 +760,21 @@ fn podman_and_skopeo_logins_are_read_from_their_auth_files() {
     assert_fails_with(&out, &["cannot read the auth file /nonexistent/auth.json"]);
 }
 
+/// Runs `imgbuild ARGS` with `input` (and a newline) on its standard input, as `echo "$TOKEN" |
+/// imgbuild login … --password-stdin` does.
+fn imgbuild_with_stdin(ctx: &TestContext, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = ctx
+        .command(args, &[])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{input}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn base64_encode(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
@@ -815,7 +830,6 @@ fn a_registry_ca_in_certs_d_or_cert_dir_is_trusted() {
 /// look (mode 0600); builds then push with no flag; `logout` removes them.
 #[test]
 fn login_keeps_checked_credentials_and_logout_removes_them() {
-    use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt as _;
     let reg = Registry::start(RegistryOptions {
         tls: true,
@@ -824,26 +838,19 @@ fn login_keeps_checked_credentials_and_logout_removes_them() {
     });
     let ctx = TestContext::new();
     let login = |password: &str| {
-        let mut child = ctx
-            .command(
-                &[
-                    "login",
-                    &reg.addr,
-                    "-u",
-                    "ci",
-                    "--password-stdin",
-                    "--insecure-registry",
-                    &reg.addr,
-                ],
-                &[],
-            )
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-        child.wait_with_output().unwrap()
+        imgbuild_with_stdin(
+            &ctx,
+            &[
+                "login",
+                &reg.addr,
+                "-u",
+                "ci",
+                "--password-stdin",
+                "--insecure-registry",
+                &reg.addr,
+            ],
+            password,
+        )
     };
     let file = ctx.path("xdg-runtime/containers/auth.json");
     // A wrong password is refused and nothing is written.
@@ -1045,7 +1052,6 @@ fn mutual_tls_takes_the_client_certificate_from_the_cert_dir() {
 /// login` does, and podman reads it back.
 #[test]
 fn namespaced_auth_file_entries_win_for_their_repositories() {
-    use std::io::Write as _;
     let reg = Registry::start(RegistryOptions {
         tls: true,
         htpasswd: Some(("ci", "s3cret-pass")),
@@ -1061,28 +1067,21 @@ fn namespaced_auth_file_entries_win_for_their_repositories() {
     )
     .unwrap();
     let namespaced = format!("{}/ml", reg.addr);
-    let mut child = ctx
-        .command(
-            &[
-                "login",
-                &namespaced,
-                "-u",
-                "ci",
-                "--password-stdin",
-                "--authfile",
-                file.to_str().unwrap(),
-                "--insecure-registry",
-                &reg.addr,
-            ],
-            &[],
-        )
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "s3cret-pass").unwrap();
-    assert_ok(&child.wait_with_output().unwrap());
+    assert_ok(&imgbuild_with_stdin(
+        &ctx,
+        &[
+            "login",
+            &namespaced,
+            "-u",
+            "ci",
+            "--password-stdin",
+            "--authfile",
+            file.to_str().unwrap(),
+            "--insecure-registry",
+            &reg.addr,
+        ],
+        "s3cret-pass",
+    ));
     let auths = read_json(&file)["auths"].clone();
     assert!(auths[namespaced.as_str()]["auth"].is_string(), "{auths}");
     assert!(auths[reg.addr.as_str()]["auth"].is_string(), "{auths}");

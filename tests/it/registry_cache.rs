@@ -2,7 +2,8 @@
 //! keeps its environment in a registry repository (`--cache-to`); runners that start with an
 //! empty cache directory take it from there (`--cache-from`) — nothing downloaded, installed
 //! or written — and a poisoned entry (a layer whose diff_id it misstates) is detected when the
-//! layers are downloaded, and ignored.
+//! layers are downloaded, and ignored. A runner whose environment changed takes the layers it
+//! shares with a cached one from the cache's layer entries (issue 17, item 3).
 
 use crate::common::registry::{Registry, RegistryOptions};
 use crate::common::*;
