@@ -56,10 +56,14 @@ req("PUT", f"{{base}}/{to}/manifests/{tag}", data=json.dumps(m).encode(),
 "#,
         addr = reg.addr
     );
-    let path = std::env::temp_dir().join(format!("imgbuild-poison-{}.py", std::process::id()));
-    std::fs::write(&path, script).unwrap();
-    sh(&format!("python3 {}", path.display()));
-    let _ = std::fs::remove_file(path);
+    // A file of its own: tests that poison run in parallel in one process.
+    let file = tempfile::Builder::new()
+        .prefix("imgbuild-poison-")
+        .suffix(".py")
+        .tempfile()
+        .unwrap();
+    std::fs::write(file.path(), script).unwrap();
+    sh(&format!("python3 {}", file.path().display()));
 }
 
 #[test]
@@ -543,7 +547,11 @@ fn a_changed_environment_writes_only_its_new_layers_and_takes_the_rest_from_the_
     let log = stderr(&f);
     assert!(
         log.contains("but the entry says") && log.contains("the layer is written here"),
-        "{log}"
+        "poisoned {victim} (layer {}); {poisoned} lists {}\n{log}",
+        d_shared[0],
+        sh(&format!(
+            "skopeo list-tags --tls-verify=false docker://{poisoned}"
+        ))
     );
     assert!(layer_origins(&f)
         .iter()
