@@ -824,6 +824,18 @@ fn a_registry_ca_in_certs_d_or_cert_dir_is_trusted() {
     let (out, tag, _) = push("cert-dir", &["--cert-dir", dir.to_str().unwrap()]);
     assert_ok(&out);
     pushed_digest(&out, &tag);
+
+    // SSL_CERT_DIR, OpenSSL's directory of CAs (any file names).
+    let ssl_dir = ctx.path("ssl-dir");
+    std::fs::create_dir_all(&ssl_dir).unwrap();
+    std::fs::copy(&ca, ssl_dir.join("private-ca.pem")).unwrap();
+    let tag = format!("{}/ml/env:ssl-cert-dir", reg.addr);
+    let out = ctx.imgbuild_env(
+        &["--spec", spec.to_str().unwrap(), "--tag", &tag, "--push"],
+        &[("SSL_CERT_DIR", ssl_dir.to_str().unwrap())],
+    );
+    assert_ok(&out);
+    pushed_digest(&out, &tag);
 }
 
 /// Issue 18: `imgbuild login` checks the credentials and keeps them where podman and skopeo
