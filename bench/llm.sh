@@ -16,6 +16,7 @@
 # small pip package bumped (transformers 4.36.2 -> 4.37.0), and the image sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh   # llm_spec
 root=$PWD
 cargo build --release -q -p imgbuild
 bin=$root/target/release/imgbuild
@@ -41,26 +42,9 @@ trap 'rm -rf "$work"' EXIT
 cp -r "$inputs/base" "$work/base"
 base=$work/base
 
-spec() {  # $1 = file, $2 = transformers version
-  cat > "$1" <<YML
-name: llm-env
-channels: ["file://$inputs/channel"]
-dependencies:
-  - python=$pyver
-  - pip:
-    - torch==2.0.1
-    - torchdata==0.6.1
-    - transformers==$2
-    - datasets==2.16.1
-    - accelerate==0.25.0
-    - numpy==1.26.4
-    - pyarrow==14.0.2
-    - pandas==2.1.4
-YML
-}
-spec "$work/env.yml" 4.36.2
-spec "$work/env-bumped.yml" 4.37.0
-spec "$work/env-bumped2.yml" 4.37.1
+llm_spec "$work/env.yml" 4.36.2
+llm_spec "$work/env-bumped.yml" 4.37.0
+llm_spec "$work/env-bumped2.yml" 4.37.1
 
 measure() {  # $1 = label, $2 = image dir (OCI layout) or -, rest = command
   python3 "$root/bench/measure.py" "$@"
@@ -127,7 +111,7 @@ rounds=${ROUNDS:-3}
 for round in $(seq "$rounds"); do
   cold_layers
   rm -rf "$work/img"
-  measure "imgbuild build (gzip)" "$work/img" "$bin" build --spec "$work/env.yml" --base "oci:$base:glibc" --cache-dir "$cache" --output "$work/img"
+  measure "imgbuild build" "$work/img" "$bin" build --spec "$work/env.yml" --base "oci:$base:glibc" --cache-dir "$cache" --output "$work/img"
   rm -rf "$work/umoci" && mkdir -p "$work/umoci"
   measure "py-rattler + uv + umoci insert" "$work/umoci/image" bash "$work/umoci.sh" "$work/umoci"
   rm -rf "$work/umoci"

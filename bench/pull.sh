@@ -14,30 +14,16 @@
 # adds transfer at fleet bandwidths from the image sizes printed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
-cargo build --release -q -p imgbuild
-bin=$root/target/release/imgbuild
-export IMGBUILD_UV=${IMGBUILD_UV:-$root/target/oracle-venv/bin/uv}
-bench=${BENCH_DIR:-$HOME/.cache/imgbuild-bench}
-inputs=$bench/inputs
-[ -f "$inputs/python" ] || { echo "run bench/llm.sh once first (it makes $inputs)" >&2; exit 1; }
+. bench/common.sh
+bench_init
+bench_need_inputs
 for tool in podman ctr containerd docker-registry; do
   command -v $tool >/dev/null || { echo "needs $tool (apt-get install podman containerd docker-registry)" >&2; exit 1; }
 done
-pyver=$(cat "$inputs/python")
 levels=(${LEVELS:-gzip zstd:1 zstd:3 zstd:9})
 work=/tmp/imgbuild-benchpull-$$
 mkdir -p "$work"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-reg=127.0.0.1:$port
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log: {level: info, accesslog: {disabled: false}}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: $reg}
-YML
-docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
-registry_pid=$!
+start_registry "$work"
 containerd_pid=
 cleanup() {
   kill $registry_pid 2>/dev/null || true
@@ -47,23 +33,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done
 
-cat > "$work/env.yml" <<YML
-name: llm-env
-channels: ["file://$inputs/channel"]
-dependencies:
-  - python=$pyver
-  - pip:
-    - torch==2.0.1
-    - torchdata==0.6.1
-    - transformers==4.36.2
-    - datasets==2.16.1
-    - accelerate==0.25.0
-    - numpy==1.26.4
-    - pyarrow==14.0.2
-    - pandas==2.1.4
-YML
+llm_spec "$work/env.yml" 4.36.2
 "$bin" lock --spec "$work/env.yml" -o "$work/env.lock" --cache-dir "$bench/cache" -q
 echo "build (warm downloads, cold layer caches) and size per compression:"
 for c in "${levels[@]}"; do

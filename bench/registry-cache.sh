@@ -14,47 +14,15 @@
 #   bash bench/registry-cache.sh     (ROUNDS=N, default 3; BENCH_DIR=… as for bench/llm.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
-cargo build --release -q -p imgbuild
-bin=$root/target/release/imgbuild
-export IMGBUILD_UV=${IMGBUILD_UV:-$root/target/oracle-venv/bin/uv}
-bench=${BENCH_DIR:-$HOME/.cache/imgbuild-bench}
-inputs=$bench/inputs
-[ -f "$inputs/python" ] || { echo "run bench/llm.sh once first (it makes $inputs)" >&2; exit 1; }
-pyver=$(cat "$inputs/python")
+. bench/common.sh
+bench_init
+bench_need_inputs
 work=/tmp/imgbuild-benchcache-$$
 mkdir -p "$work"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-reg=127.0.0.1:$port
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log: {level: info, accesslog: {disabled: false}}
-storage: {filesystem: {rootdirectory: $work/registry}, delete: {enabled: true}}
-http: {addr: $reg}
-YML
-docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
-registry_pid=$!
+start_registry "$work"
 trap 'kill $registry_pid 2>/dev/null; rm -rf "$work"' EXIT
-until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done
-spec() {  # $1 = file, $2 = transformers version
-  cat > "$1" <<YML
-name: llm-env
-channels: ["file://$inputs/channel"]
-dependencies:
-  - python=$pyver
-  - pip:
-    - torch==2.0.1
-    - torchdata==0.6.1
-    - transformers==$2
-    - datasets==2.16.1
-    - accelerate==0.25.0
-    - numpy==1.26.4
-    - pyarrow==14.0.2
-    - pandas==2.1.4
-YML
-}
-spec "$work/env.yml" 4.36.2
-spec "$work/bumped.yml" 4.37.1
+llm_spec "$work/env.yml" 4.36.2
+llm_spec "$work/bumped.yml" 4.37.1
 # The locks and the wheels come from the persistent bench cache (as bench/llm.sh's do).
 "$bin" lock --spec "$work/env.yml" -o "$work/env.lock" --cache-dir "$bench/cache" -q
 "$bin" lock --spec "$work/bumped.yml" -o "$work/bumped.lock" --cache-dir "$bench/cache" -q
